@@ -1,0 +1,52 @@
+"""Developer tasks. ``python -m nox`` runs tests, lint, typecheck and autobahn."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "autobahn"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+PEERS = ["websockets==17.4", "trio-websocket==0.12.2"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, with a coverage report."""
+    session.install("-e", ".[test]")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "report")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the library."""
+    session.install("-e", ".", "mypy>=1.10", "trustme")
+    session.run("mypy", "--strict", "trio_ws")
+
+
+@nox.session
+def autobahn(session: nox.Session) -> None:
+    """The Autobahn|Testsuite against our server and our client (127.0.0.1 only).
+
+    Needs Python 2.7 for wstest; skips with a message where there is none.
+    """
+    session.install("-e", ".", "virtualenv<20.22")
+    session.run("python", "tests/autobahn/run.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: trio_ws side by side with its peers, medians and ratios."""
+    session.install("-e", ".", *PEERS)
+    session.run("python", "bench/run.py", *session.posargs)

@@ -1,0 +1,342 @@
+"""The server: handlers, shutdown, process_request, handshake defences."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from conftest import Recorder, all_tasks, echo, open_fds, start_server, url_of
+from rawpeer import CLOSE, RawClient, close_payload, frame
+
+import trio_ws
+
+
+async def http_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(request)
+    answer = b""
+    while data := await stream.receive_some(65536):
+        answer += data
+    await stream.aclose()
+    return answer
+
+
+async def test_port_zero_ports_and_connections(nursery: trio.Nursery) -> None:
+    recorder = Recorder()
+    server = await start_server(nursery, recorder)
+    assert server.port > 0
+    assert server.ports == [server.port]
+    async with trio_ws.connect(url_of(server)), trio_ws.connect(url_of(server)):
+        both = {await recorder.connection(), await recorder.connection()}
+        assert server.connections == both
+    await recorder.closed()
+    await recorder.closed()
+
+
+async def test_failing_handler_closes_1011_and_server_carries_on(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        if ws.path == "/boom":
+            await ws.receive()
+            raise RuntimeError("handler bug")
+        await echo(ws)
+
+    server = await start_server(nursery, handler)
+    async with trio_ws.connect(url_of(server, "/ok")) as healthy:
+        with caplog.at_level(logging.ERROR, logger="trio_ws"):
+            async with trio_ws.connect(url_of(server, "/boom")) as doomed:
+                await doomed.send("trigger")
+                with pytest.raises(trio_ws.ConnectionClosed) as info:
+                    await doomed.receive()
+        assert info.value.code == 1011
+        assert info.value.by_peer
+        failing_id = next(r for r in caplog.records if r.exc_info)
+        assert "handler bug" in str(failing_id.exc_info[1])  # type: ignore[index]
+        assert failing_id.getMessage().startswith("[conn ")
+        # The other connection, and the server, are unaffected.
+        await healthy.send("still here")
+        assert await healthy.receive() == "still here"
+        async with trio_ws.connect(url_of(server, "/ok")) as fresh:
+            await fresh.send("new")
+            assert await fresh.receive() == "new"
+
+
+async def test_handler_returning_closes_1000(nursery: trio.Nursery) -> None:
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        await ws.send("bye")
+
+    server = await start_server(nursery, handler)
+    async with trio_ws.connect(url_of(server)) as ws:
+        assert [m async for m in ws] == ["bye"]
+        assert ws.close_code == 1000
+
+
+async def test_cancelling_the_nursery_sends_1001_to_everyone() -> None:
+    closes: list[trio_ws.CloseInfo] = []
+
+    async def client(url: str, ready: trio.Event) -> None:
+        async with trio_ws.connect(url) as ws:
+            ready.set()
+            with pytest.raises(trio_ws.ConnectionClosed):
+                await ws.receive()
+            closes.append(await ws.wait_closed())
+
+    async with trio.open_nursery() as outer:
+        async with trio.open_nursery() as server_nursery:
+            server = await start_server(server_nursery, close_timeout=5)
+            for _ in range(5):
+                ready = trio.Event()
+                outer.start_soon(client, url_of(server), ready)
+                await ready.wait()
+            start = trio.current_time()
+            server_nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 5
+    assert len(closes) == 5
+    for info in closes:
+        assert info.code == 1001
+        assert info.reason == "server shutting down"
+        assert info.by_peer
+
+
+async def test_server_aclose_is_bounded_by_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, close_timeout=2)
+        # A peer that never answers the close frame.
+        raw = await RawClient.connect(server.port)
+        await raw.ping_pong()  # the server has finished the handshake
+        async with trio_ws.connect(url_of(server)) as polite:
+            start = trio.current_time()
+            async with trio.open_nursery() as closer:
+                closer.start_soon(server.aclose)
+                assert await polite.wait_closed() == trio_ws.CloseInfo(
+                    1001, "server shutting down", "peer"
+                )
+        assert trio.current_time() - start == pytest.approx(2, abs=0.1)
+        assert await raw.until_close() == (1001, "server shutting down")
+        await raw.aclose()
+    assert not server.connections
+
+
+async def test_no_tasks_or_fds_leak() -> None:
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        if ws.path == "/raise":
+            raise ValueError("expected")
+        await echo(ws)
+
+    tasks_before = all_tasks()
+    fds_before = open_fds()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler)
+        for path in ["/", "/raise", "/"] * 5:
+            try:
+                async with trio_ws.connect(url_of(server, path)) as ws:
+                    await ws.send("x")
+                    await ws.receive()
+            except trio_ws.ConnectionClosed:
+                pass
+        # A connection whose owner is cancelled, and one the peer abandons.
+        with trio.move_on_after(0.05):
+            async with trio_ws.connect(url_of(server)) as ws:
+                await trio.sleep_forever()
+        raw = await RawClient.connect(server.port)
+        await raw.aclose()
+        await server.aclose()
+    assert all_tasks() == tasks_before
+    assert open_fds() == fds_before
+
+
+# -- process_request ---------------------------------------------------------
+
+
+async def test_process_request_rejects_with_status_headers_body(nursery: trio.Nursery) -> None:
+    def process_request(request: trio_ws.Request) -> trio_ws.Response | None:
+        if request.headers.get("Authorization") != "Bearer good":
+            return trio_ws.Response(401, [("WWW-Authenticate", "Bearer")], b"who are you?")
+        return None
+
+    server = await start_server(nursery, process_request=process_request)
+    with pytest.raises(trio_ws.ConnectionRejected) as info:
+        async with trio_ws.connect(url_of(server)):
+            pass  # pragma: no cover
+    assert info.value.status_code == 401
+    assert info.value.headers["www-authenticate"] == "Bearer"
+    assert info.value.body == b"who are you?"
+    assert isinstance(info.value, trio_ws.HandshakeError)
+    async with trio_ws.connect(url_of(server), headers={"Authorization": "Bearer good"}) as ws:
+        await ws.send("in")
+        assert await ws.receive() == "in"
+
+
+async def test_process_request_answers_plain_http(nursery: trio.Nursery) -> None:
+    async def process_request(request: trio_ws.Request) -> trio_ws.Response | None:
+        await trio.lowlevel.checkpoint()  # async process_request works too
+        if request.path == "/healthz":
+            return trio_ws.Response.text(200, "ok")
+        return None
+
+    server = await start_server(nursery, process_request=process_request)
+    answer = await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\nok")
+    # Other plain requests: 426 Upgrade Required.
+    answer = await http_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 426 ")
+    assert b"upgrade: websocket" in answer.lower()
+    # And WebSocket connections still work on the same port.
+    async with trio_ws.connect(url_of(server, "/ws")) as ws:
+        await ws.send("ws")
+        assert await ws.receive() == "ws"
+
+
+async def test_process_request_accepts_with_subprotocol_and_headers(
+    nursery: trio.Nursery,
+) -> None:
+    def process_request(request: trio_ws.Request) -> trio_ws.Accept:
+        assert request.subprotocols == ["v1", "v2"]
+        return trio_ws.Accept(subprotocol="v2", headers=[("Set-Cookie", "session=abc")])
+
+    seen = []
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        seen.append(ws.subprotocol)
+
+    server = await start_server(
+        nursery, handler, process_request=process_request, subprotocols=["v1", "v2"]
+    )
+    async with trio_ws.connect(url_of(server), subprotocols=["v1", "v2"]) as ws:
+        assert ws.subprotocol == "v2"
+        assert ws.response is not None
+        assert ws.response.headers["set-cookie"] == "session=abc"
+        assert ws.request.subprotocols == ["v1", "v2"]
+    assert seen == ["v2"]
+
+
+async def test_process_request_errors_give_500(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    def process_request(request: trio_ws.Request) -> Any:
+        if request.path == "/raise":
+            raise KeyError("bug")
+        if request.path == "/badtype":
+            return "yes"
+        return trio_ws.Accept(subprotocol="not-offered")
+
+    server = await start_server(nursery, process_request=process_request)
+    for path in ("/raise", "/badtype", "/unoffered"):
+        with pytest.raises(trio_ws.ConnectionRejected) as info:
+            async with trio_ws.connect(url_of(server, path)):
+                pass  # pragma: no cover
+        assert info.value.status_code == 500
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 3
+
+
+async def test_subprotocol_chosen_by_server_preference(nursery: trio.Nursery) -> None:
+    server = await start_server(nursery, subprotocols=["best", "ok"])
+    async with trio_ws.connect(url_of(server), subprotocols=["ok", "best"]) as ws:
+        assert ws.subprotocol == "best"
+    async with trio_ws.connect(url_of(server), subprotocols=["other"]) as ws:
+        assert ws.subprotocol is None
+
+
+# -- handshake defences ------------------------------------------------------
+
+
+async def test_silent_client_is_dropped_after_open_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server(nursery, open_timeout=5)
+    silent = await trio.open_tcp_stream("127.0.0.1", server.port)
+    dribbler = await trio.open_tcp_stream("127.0.0.1", server.port)
+    start = trio.current_time()
+    dropped_at: list[float] = []
+
+    async def dribble() -> None:
+        # Sends a valid request one byte every half second: never finishes in time.
+        try:
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\n":
+                await dribbler.send_all(bytes([byte]))
+                await trio.sleep(0.5)
+        except trio.BrokenResourceError:
+            dropped_at.append(trio.current_time() - start)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(dribble)
+        assert await silent.receive_some(10) == b""
+        assert trio.current_time() - start == pytest.approx(5, abs=0.1)
+    assert dropped_at
+    assert dropped_at[0] == pytest.approx(5, abs=0.6)
+    await silent.aclose()
+    await dribbler.aclose()
+    # The server still serves everyone else.
+    async with trio_ws.connect(url_of(server)) as ws:
+        await ws.send("fine")
+        assert await ws.receive() == "fine"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            426,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            405,
+        ),
+        (
+            b"GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+        ),
+    ],
+    ids=["garbage", "oversized", "bad-version", "no-key", "post", "http10"],
+)
+async def test_bad_handshakes_get_4xx(
+    echo_server: trio_ws.Server, request_bytes: bytes, status: int
+) -> None:
+    answer = await http_exchange(echo_server.port, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+    # The server keeps serving.
+    async with trio_ws.connect(url_of(echo_server)) as ws:
+        await ws.send("ok")
+        assert await ws.receive() == "ok"
+
+
+async def test_frames_right_after_the_request_are_kept(echo_server: trio_ws.Server) -> None:
+    from wsproto.utilities import generate_nonce
+
+    request = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + generate_nonce() + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    stream = await trio.open_tcp_stream("127.0.0.1", echo_server.port)
+    # The first frame travels in the same packet as the request.
+    await stream.send_all(request + frame(0x1, b"early"))
+    answer = b""
+    while b"\x81\x05early" not in answer:
+        data = await stream.receive_some(65536)
+        assert data
+        answer += data
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    await stream.send_all(frame(CLOSE, close_payload(1000)))
+    while await stream.receive_some(65536):
+        pass
+    await stream.aclose()

@@ -1,0 +1,63 @@
+"""wss:// end to end with a test certificate authority."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import pytest
+import trio
+from conftest import start_server
+
+import trio_ws
+
+
+async def test_wss_echo(nursery: trio.Nursery, tls: Any) -> None:
+    server = await start_server(nursery, ssl_context=tls.server_context)
+    url = f"wss://localhost:{server.port}/secure"
+    async with trio_ws.connect(url, ssl_context=tls.client_context) as ws:
+        for message in ("over tls", b"\x00" * 100_000):
+            await ws.send(message)
+            assert await ws.receive() == message
+        assert await ws.ping() >= 0
+    assert ws.close_code == 1000
+
+
+async def test_untrusted_certificate(nursery: trio.Nursery, tls: Any) -> None:
+    server = await start_server(nursery, ssl_context=tls.server_context)
+    with pytest.raises(trio_ws.TLSError, match="certificate"):
+        async with trio_ws.connect(f"wss://localhost:{server.port}/"):
+            pass  # pragma: no cover
+
+
+async def test_wrong_hostname(nursery: trio.Nursery, tls: Any) -> None:
+    import trustme
+
+    other = trustme.CA().issue_cert("elsewhere.example")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    other.configure_cert(context)
+    server = await start_server(nursery, ssl_context=context)
+    client_context = ssl.create_default_context()
+    tls.ca.configure_trust(client_context)
+    with pytest.raises(trio_ws.TLSError):
+        async with trio_ws.connect(f"wss://localhost:{server.port}/", ssl_context=client_context):
+            pass  # pragma: no cover
+
+
+async def test_plain_client_against_tls_server(nursery: trio.Nursery, tls: Any) -> None:
+    server = await start_server(nursery, ssl_context=tls.server_context, open_timeout=1)
+    with pytest.raises(trio_ws.HandshakeError):
+        async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=2):
+            pass  # pragma: no cover
+
+
+async def test_server_shutdown_over_tls(tls: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, ssl_context=tls.server_context)
+        async with trio_ws.connect(
+            f"wss://localhost:{server.port}/", ssl_context=tls.client_context
+        ) as ws:
+            await server.aclose()
+            with pytest.raises(trio_ws.ConnectionClosed) as info:
+                await ws.receive()
+        assert info.value.code == 1001

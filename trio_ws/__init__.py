@@ -1,0 +1,47 @@
+"""trio_ws: a Trio-native, structured-concurrency WebSocket client and server."""
+
+from ._client import connect, start_connection
+from ._close import CloseCode, CloseInfo
+from ._connection import WebSocket
+from ._errors import (
+    ConnectFailed,
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    HandshakeTimeout,
+    InvalidHandshake,
+    InvalidURL,
+    TLSError,
+    WebSocketError,
+)
+from ._http import Accept, Headers, Request, Response
+from ._options import Options
+from ._server import Handler, Server, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Accept",
+    "CloseCode",
+    "CloseInfo",
+    "ConnectFailed",
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "Handler",
+    "HandshakeError",
+    "HandshakeTimeout",
+    "Headers",
+    "InvalidHandshake",
+    "InvalidURL",
+    "Options",
+    "Request",
+    "Response",
+    "Server",
+    "TLSError",
+    "WebSocket",
+    "WebSocketError",
+    "__version__",
+    "connect",
+    "serve",
+    "start_connection",
+]

@@ -1,0 +1,189 @@
+"""Opening client connections: ``connect`` and ``start_connection``."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ._client_handshake import open_websocket_stream
+from ._close import CloseCode
+from ._connection import WebSocket
+from ._errors import ConnectionClosed, HandshakeTimeout
+from ._http import HeadersLike
+from ._options import Options
+from ._url import parse_url
+
+__all__ = ["connect", "start_connection"]
+
+
+async def _open(
+    url: str,
+    subprotocols: Sequence[str],
+    headers: HeadersLike,
+    ssl_context: ssl.SSLContext | None,
+    options: Options,
+) -> WebSocket:
+    parsed = parse_url(url)
+    with trio.move_on_after(options.open_seconds) as scope:
+        return await open_websocket_stream(
+            parsed,
+            subprotocols=subprotocols,
+            headers=headers,
+            ssl_context=ssl_context,
+            options=options,
+        )
+    assert scope.cancelled_caught
+    raise HandshakeTimeout(f"{url}: not connected within open_timeout={options.open_timeout}s")
+
+
+def _exit_code(exc: BaseException | None) -> tuple[int, str]:
+    """The close frame to send when the block that used a connection ends."""
+    if exc is None or isinstance(exc, ConnectionClosed):
+        return CloseCode.NORMAL_CLOSURE, ""
+    if isinstance(exc, trio.Cancelled):
+        return CloseCode.GOING_AWAY, ""
+    return CloseCode.INTERNAL_ERROR, "client error"
+
+
+async def _close_quietly(ws: WebSocket, exc: BaseException | None) -> None:
+    code, reason = _exit_code(exc)
+    with trio.CancelScope(shield=True):
+        await ws.aclose(code, reason)
+
+
+class connect:
+    """Open a client connection to ``url`` for the duration of an ``async with``
+    block::
+
+        async with trio_ws.connect("ws://127.0.0.1:8000/chat") as ws:
+            await ws.send("hello")
+            reply = await ws.receive()
+
+    The connection's background tasks run in a nursery that lives exactly as
+    long as the block. Leaving the block closes the connection: with 1000 on
+    normal exit, 1001 when the block was cancelled and 1011 when it raised.
+    The closing handshake still runs (shielded, within ``close_timeout``) when
+    the block is cancelled. Exceptions from the block come out unchanged,
+    never wrapped in an ExceptionGroup.
+
+    Any failure before the connection is open raises one
+    :class:`HandshakeError` subclass: :class:`ConnectFailed` (refused, reset,
+    closed), :class:`TLSError`, :class:`ConnectionRejected` (an HTTP answer
+    other than 101), :class:`InvalidHandshake`, or :class:`HandshakeTimeout`
+    after ``open_timeout`` seconds.
+
+    ``url`` is ``ws://`` or ``wss://``, with optional port, path, query and
+    ``user:password@`` (sent as Basic authentication). ``subprotocols`` are
+    offered in order of preference; ``headers`` are added to the request
+    (Origin, Cookie, Authorization...). ``ssl_context`` is used for ``wss://``
+    (default: ``ssl.create_default_context()``). The other keyword arguments
+    are :class:`Options`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        subprotocols: Sequence[str] = (),
+        headers: HeadersLike = (),
+        ssl_context: ssl.SSLContext | None = None,
+        **options: Any,
+    ) -> None:
+        self._url = url
+        self._subprotocols = subprotocols
+        self._headers = headers
+        self._ssl_context = ssl_context
+        self._options = Options(**options)
+        self._ws: WebSocket | None = None
+        self._nursery_manager: Any = None
+
+    async def __aenter__(self) -> WebSocket:
+        if self._ws is not None:
+            raise RuntimeError("this connect() was already entered; call connect() again")
+        ws = await _open(
+            self._url, self._subprotocols, self._headers, self._ssl_context, self._options
+        )
+        # The body of the block runs inside this nursery (so the background
+        # tasks cannot outlive it), but its exceptions are not passed through
+        # the nursery: they propagate unchanged from __aexit__.
+        manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        try:
+            await nursery.start(ws._run_background)
+        except BaseException as exc:  # pragma: no cover - start() cannot fail
+            await ws._abort("could not start")
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._ws = ws
+        self._nursery_manager = manager
+        return ws
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._ws is not None
+        try:
+            await _close_quietly(self._ws, exc)
+        finally:
+            await self._nursery_manager.__aexit__(None, None, None)
+
+
+async def _run_client(
+    url: str,
+    subprotocols: Sequence[str],
+    headers: HeadersLike,
+    ssl_context: ssl.SSLContext | None,
+    options: Options,
+    *,
+    task_status: trio.TaskStatus[WebSocket] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    ws = await _open(url, subprotocols, headers, ssl_context, options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws._run_background)
+        task_status.started(ws)
+        error: BaseException | None = None
+        try:
+            await ws._closed.wait()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await _close_quietly(ws, error)
+
+
+async def start_connection(
+    nursery: trio.Nursery,
+    url: str,
+    *,
+    subprotocols: Sequence[str] = (),
+    headers: HeadersLike = (),
+    ssl_context: ssl.SSLContext | None = None,
+    **options: Any,
+) -> WebSocket:
+    """Open a client connection whose background tasks run in ``nursery``,
+    for connections that outlive the block that opened them::
+
+        async with trio.open_nursery() as nursery:
+            ws = await trio_ws.start_connection(nursery, url)
+            nursery.start_soon(reader, ws)
+            ...
+
+    Returns once the connection is open; failures before that raise one
+    :class:`HandshakeError`, exactly as :func:`connect`. The connection lives
+    until it is closed (``await ws.aclose()``), the peer closes it, or the
+    nursery is cancelled, which closes it with 1001 (shielded, within
+    ``close_timeout``). Arguments are those of :func:`connect`.
+    """
+    runner = functools.partial(
+        _run_client, url, subprotocols, headers, ssl_context, Options(**options)
+    )
+    ws: WebSocket = await nursery.start(runner)
+    return ws

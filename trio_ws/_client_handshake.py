@@ -1,0 +1,173 @@
+"""The client's side of the opening handshake: TCP, TLS, HTTP upgrade."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData
+from wsproto.events import Request as WSRequest
+from wsproto.utilities import RemoteProtocolError
+
+from ._connection import WebSocket
+from ._errors import ConnectFailed, ConnectionRejected, InvalidHandshake, TLSError
+from ._http import Headers, HeadersLike, Request, Response
+from ._options import Options
+from ._protocol import Protocol
+from ._reader import READ_SIZE
+from ._url import WebSocketURL
+
+__all__ = ["open_websocket_stream"]
+
+#: Most of a rejection's body kept in :class:`ConnectionRejected`.
+MAX_REJECT_BODY = 64 * 1024
+
+USER_AGENT = "trio_ws/0.1"
+
+#: Headers the handshake itself writes; users may not set them.
+_RESERVED = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+
+
+async def _open_stream(url: WebSocketURL, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    try:
+        tcp = await trio.open_tcp_stream(url.host, url.port)
+    except OSError as exc:
+        raise ConnectFailed(f"cannot connect to {url.host}:{url.port}: {exc}") from exc
+    if not url.secure:
+        return tcp
+    context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    stream = trio.SSLStream(tcp, context, server_hostname=url.host)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tcp)
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError) and not isinstance(
+            cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+        ):
+            raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {cause}") from exc
+        raise ConnectFailed(
+            f"connection to {url.host}:{url.port} lost during the TLS handshake"
+        ) from exc
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return stream
+
+
+def _request_headers(url: WebSocketURL, headers: HeadersLike) -> Headers:
+    extra = Headers(headers)
+    for name, _ in extra:
+        if name.lower() in _RESERVED:
+            raise ValueError(f"the {name} header is set by the handshake; it cannot be given")
+    fields = [("Host", url.host_header)]
+    if url.authorization is not None and extra.get("Authorization") is None:
+        fields.append(("Authorization", url.authorization))
+    if extra.get("User-Agent") is None:
+        fields.append(("User-Agent", USER_AGENT))
+    return Headers(fields) + extra
+
+
+async def open_websocket_stream(
+    url: WebSocketURL,
+    *,
+    subprotocols: Sequence[str],
+    headers: HeadersLike,
+    ssl_context: ssl.SSLContext | None,
+    options: Options,
+) -> WebSocket:
+    """Connect and complete the opening handshake. Not bounded in time: the
+    caller applies ``open_timeout``. Raises a :class:`HandshakeError`."""
+    request_headers = _request_headers(url, headers)
+    if isinstance(subprotocols, str):
+        raise TypeError("subprotocols is a sequence of names, not one string")
+    stream = await _open_stream(url, ssl_context)
+    try:
+        return await _handshake(stream, url, list(subprotocols), request_headers, options)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def _handshake(
+    stream: trio.abc.Stream,
+    url: WebSocketURL,
+    subprotocols: list[str],
+    request_headers: Headers,
+    options: Options,
+) -> WebSocket:
+    wsconn = WSConnection(ConnectionType.CLIENT)
+    extra = [pair for pair in request_headers.raw() if pair[0].lower() != b"host"]
+    data = wsconn.send(
+        WSRequest(
+            host=url.host_header,
+            target=url.resource,
+            subprotocols=subprotocols,
+            extra_headers=extra,
+        )
+    )
+    sent = request_headers
+    if subprotocols:
+        sent = Headers([*sent, ("Sec-WebSocket-Protocol", ", ".join(subprotocols))])
+    request = Request.from_target("GET", url.resource, sent)
+    where = f"{url.host}:{url.port}"
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ConnectFailed(f"connection to {where} lost during the handshake") from exc
+
+    rejection: RejectConnection | None = None
+    body = bytearray()
+    while True:
+        try:
+            data = bytes(await stream.receive_some(READ_SIZE))
+        except trio.BrokenResourceError as exc:
+            raise ConnectFailed(f"connection to {where} lost during the handshake") from exc
+        if not data:
+            if rejection is not None:  # a body delimited by the end of the stream
+                break
+            raise ConnectFailed(f"{where} closed the connection during the handshake")
+        try:
+            wsconn.receive_data(data)
+            events = list(wsconn.events())
+        except RemoteProtocolError as exc:
+            raise InvalidHandshake(f"invalid handshake response from {where}: {exc}") from exc
+        for event in events:
+            if isinstance(event, AcceptConnection):
+                assert wsconn.connection is not None
+                return WebSocket(
+                    stream,
+                    Protocol(wsconn.connection, options.max_message_size),
+                    request=request,
+                    response=Response(101, Headers.from_raw(event.extra_headers)),
+                    subprotocol=event.subprotocol,
+                    options=options,
+                )
+            if isinstance(event, RejectConnection):
+                rejection = event
+                if not event.has_body:
+                    break
+            elif isinstance(event, RejectData):
+                if len(body) < MAX_REJECT_BODY:
+                    body += event.data[: MAX_REJECT_BODY - len(body)]
+                if event.body_finished or len(body) >= MAX_REJECT_BODY:
+                    break
+        else:
+            continue
+        break
+    assert rejection is not None
+    raise ConnectionRejected(
+        rejection.status_code, Headers.from_raw(rejection.headers), bytes(body)
+    )

@@ -1,0 +1,445 @@
+"""The WebSocket connection: a Trio channel of messages."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from typing import Any, Literal
+
+import trio
+
+from ._close import CloseCode, CloseInfo, check_close_code, check_close_reason
+from ._errors import ConnectionClosed
+from ._http import Request, Response
+from ._options import Options
+from ._protocol import (
+    CloseReceived,
+    Failure,
+    Incoming,
+    Message,
+    PingReceived,
+    PongReceived,
+    Protocol,
+)
+from ._reader import Reader
+from ._writer import STREAM_ERRORS, Kind, NotOpen, Writer
+
+__all__ = ["WebSocket"]
+
+logger = logging.getLogger("trio_ws")
+
+_ids = itertools.count(1)
+
+_MESSAGE = Kind.MESSAGE
+
+
+class _ConnectionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[conn {self.extra['conn_id']}] {msg}", kwargs  # type: ignore[index]
+
+
+def _address(stream: trio.abc.Stream, which: Literal["sockname", "peername"]) -> Any:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return getattr(stream.socket, "get" + which)()
+        except OSError:
+            return None
+    return None
+
+
+class WebSocket(trio.abc.Channel[Message]):
+    """One open WebSocket connection, used like a Trio channel of messages.
+
+    Messages are ``str`` (text) or ``bytes`` (binary). ``async for message in
+    ws`` receives until the connection closes: it ends quietly on a 1000 or
+    1001 close and raises :class:`ConnectionClosed` otherwise.
+
+    You don't create these yourself: :func:`connect` and :func:`serve` do, and
+    they own the connection's background tasks (reading, answering pings,
+    closing), which end when the connection ends.
+
+    Several tasks may use one connection at once: concurrent ``send()`` calls
+    never interleave their frames, and each message goes to exactly one
+    ``receive()``.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        *,
+        request: Request,
+        response: Response | None = None,
+        subprotocol: str | None = None,
+        options: Options,
+        initial_data: bytes = b"",
+    ) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._options = options
+        self._client = protocol.is_client
+        #: A process-wide unique number for this connection (used in logs).
+        self.id: int = next(_ids)
+        #: The opening request: what the client sent (headers include Host,
+        #: Origin, Cookie).
+        self.request = request
+        #: The server's 101 response (client side only; None on the server).
+        self.response = response
+        #: The negotiated subprotocol, or None.
+        self.subprotocol = subprotocol
+        self._log = _ConnectionLogger(logger, {"conn_id": self.id})
+        self._writer = Writer(stream, protocol, self._on_broken)
+        self._reader = Reader(stream, protocol, options.max_queue, self._on_event, self._on_eof)
+        self._background_scope = trio.CancelScope(shield=True)
+        self._close_info: CloseInfo | None = None
+        # The close frame to send, once closing has started.
+        self._close_frame: tuple[int, str] | None = None
+        self._closing = trio.Event()  # closing has started (either side)
+        self._close_settled = trio.Event()  # the closing handshake needs nothing more
+        self._closed = trio.Event()  # the stream is closed, background tasks ending
+        self._close_deadline = 0.0
+        self._awaiting_reply = False  # we sent the first close frame
+        self._pings: dict[bytes, _Ping] = {}
+        # Frames that arrived with the handshake (or that wsproto holds from it).
+        self._reader.process(initial_data)
+
+    # -- attributes ------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The request path, without the query string."""
+        return self.request.path
+
+    @property
+    def local_address(self) -> Any:
+        """This end's socket address, ``(host, port)`` for TCP, or None."""
+        return _address(self._stream, "sockname")
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's socket address, ``(host, port)`` for TCP, or None."""
+        return _address(self._stream, "peername")
+
+    @property
+    def is_client(self) -> bool:
+        """True on the client side of the connection."""
+        return self._client
+
+    @property
+    def close_info(self) -> CloseInfo | None:
+        """How the connection ended (None while it is open or closing)."""
+        return self._close_info if self._closed.is_set() else None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed, else None."""
+        info = self.close_info
+        return None if info is None else info.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once the connection is closed, else None."""
+        info = self.close_info
+        return None if info is None else info.reason
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (closing handshake over, stream closed)."""
+        return self._closed.is_set()
+
+    def __repr__(self) -> str:
+        side = "client" if self._client else "server"
+        state = "closed" if self.closed else "closing" if self._closing.is_set() else "open"
+        return f"<WebSocket #{self.id} {side} {self.request.target!r} {state}>"
+
+    # -- messages --------------------------------------------------------------
+
+    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Send one message: text for ``str``, binary for bytes-like data.
+
+        Cancellation: if ``send()`` is cancelled before any of the message was
+        written, the message is not sent; if it is cancelled part-way, the
+        connection finishes writing it in the background. The peer never sees
+        a partial message, and later messages follow it intact.
+
+        Raises :class:`ConnectionClosed` once the connection is closing or
+        closed, and TypeError for other types.
+        """
+        try:
+            await self._writer.send(_MESSAGE, message)
+        except NotOpen:
+            raise await self._closed_error() from None
+
+    async def receive(self) -> Message:
+        """Receive the next message: ``str`` for text, ``bytes`` for binary.
+
+        Cancellation: safe. A cancelled ``receive()`` takes no message, so a
+        loop of ``with trio.move_on_after(t): await ws.receive()`` loses and
+        reorders nothing.
+
+        Messages that arrived before the connection closed are still
+        returned; after them, raises :class:`ConnectionClosed`.
+        """
+        try:
+            return await self._reader.receive()
+        except NotOpen:
+            raise await self._closed_error() from None
+
+    async def send_json(self, value: Any) -> None:
+        """Send ``value`` encoded as JSON in a text message (same cancellation
+        semantics as :meth:`send`)."""
+        await self.send(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+    async def receive_json(self) -> Any:
+        """Receive one message and decode it as JSON (same cancellation
+        semantics as :meth:`receive`). Raises ValueError (``json.JSONDecodeError``)
+        when the message is not JSON; that message is consumed."""
+        return json.loads(await self.receive())
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except ConnectionClosed as exc:
+            if exc.info.ok:
+                raise StopAsyncIteration from None
+            raise
+
+    # -- ping ----------------------------------------------------------------
+
+    async def ping(self, payload: bytes = b"") -> float:
+        """Send a ping and wait for the matching pong; return the round-trip
+        time in seconds.
+
+        A random 4-byte payload is used when none is given. A pong answers its
+        ping and every earlier one (peers may skip pongs). Cancellation: safe;
+        the ping may already have been sent, and its pong is then ignored.
+        Raises :class:`ConnectionClosed` if the connection closes first.
+        """
+        payload = bytes(payload)
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        if not payload:
+            payload = os.urandom(4)
+            while payload in self._pings:  # pragma: no cover - 1 in 4 billion
+                payload = os.urandom(4)
+        elif payload in self._pings:
+            raise ValueError(f"a ping with payload {payload!r} is already waiting for its pong")
+        ping = _Ping(trio.current_time())
+        self._pings[payload] = ping
+        try:
+            try:
+                await self._writer.send(Kind.PING, payload)
+            except NotOpen:
+                raise await self._closed_error() from None
+            self._reader.read_now()
+            await ping.answered.wait()
+        finally:
+            self._pings.pop(payload, None)
+        if ping.rtt is None:
+            raise await self._closed_error()
+        return ping.rtt
+
+    def _on_pong(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return  # unsolicited pong: allowed, ignored
+        now = trio.current_time()
+        for key in list(self._pings):
+            ping = self._pings.pop(key)
+            ping.rtt = now - ping.sent_at
+            ping.answered.set()
+            if key == payload:
+                break
+
+    # -- closing ---------------------------------------------------------------
+
+    async def aclose(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection with ``code`` and ``reason``; return once it is
+        closed.
+
+        Performs the closing handshake (send a close frame, wait for the
+        peer's) and shuts the TCP connection down, within ``close_timeout``
+        seconds; after that the connection is aborted. Calling it again, or on
+        a connection the peer closed, just waits for the close to finish.
+
+        Cancellation: if cancelled, the connection is aborted at once (the
+        stream is closed without waiting for the peer), as Trio's
+        ``AsyncResource.aclose`` contract asks.
+        """
+        check_close_code(code)
+        check_close_reason(reason)
+        self._start_closing(code, reason, initiator="local")
+        try:
+            await self._closed.wait()
+        except BaseException:
+            await self._abort("close cancelled: connection aborted")
+            raise
+
+    async def wait_closed(self) -> CloseInfo:
+        """Wait until the connection is closed; return how it ended.
+        Cancellation: safe (the connection is unaffected)."""
+        await self._closed.wait()
+        assert self._close_info is not None
+        return self._close_info
+
+    def _start_closing(
+        self,
+        code: int,
+        reason: str,
+        *,
+        initiator: Literal["local", "peer"],
+        cause: str | None = None,
+        send_frame: bool = True,
+    ) -> None:
+        if self._closing.is_set():
+            return
+        self._close_deadline = trio.current_time() + self._options.close_seconds
+        if initiator == "local" and cause is None:
+            # Provisional: the peer's reply replaces it when it comes.
+            self._awaiting_reply = True
+            self._close_info = CloseInfo(
+                CloseCode.ABNORMAL_CLOSURE, "", "local", "no close frame received in reply"
+            )
+        else:
+            self._close_info = CloseInfo(code, reason, initiator, cause)
+        if send_frame:
+            self._close_frame = (code, reason)
+        self._closing.set()
+        self._reader.end()
+        self._reader.hurry()
+
+    def _on_event(self, item: Incoming) -> None:
+        kind = type(item)
+        if kind is PingReceived:
+            self._writer.post(Kind.PONG, item.payload)  # type: ignore[union-attr]
+        elif kind is PongReceived:
+            self._on_pong(item.payload)  # type: ignore[union-attr]
+        elif kind is CloseReceived:
+            assert isinstance(item, CloseReceived)
+            if self._awaiting_reply:
+                # The peer's reply to our close: its code is the one that counts.
+                self._awaiting_reply = False
+                self._close_info = CloseInfo(item.code, item.reason, "local")
+            elif not self._closing.is_set():
+                self._start_closing(item.code, item.reason, initiator="peer")
+            self._close_settled.set()
+        elif kind is Failure:
+            assert isinstance(item, Failure)
+            self._log.info("failing connection: %s (%d)", item.reason, item.code)
+            self._start_closing(item.code, item.reason, initiator="local", cause=item.reason)
+            if not item.parser_usable:
+                self._close_settled.set()
+
+    def _on_eof(self, error: BaseException | None) -> None:
+        if not self._closing.is_set():
+            cause = "connection lost without a close frame"
+            if error is not None:
+                cause += f" ({error.__class__.__name__}: {error})"
+            self._start_closing(
+                CloseCode.ABNORMAL_CLOSURE, "", initiator="peer", cause=cause, send_frame=False
+            )
+        self._close_settled.set()
+
+    def _on_broken(self, error: BaseException) -> None:
+        self._on_eof(error)
+
+    async def _closed_error(self) -> ConnectionClosed:
+        """The exception for an operation on a closing or closed connection,
+        once the close is settled (at most ``close_timeout`` away)."""
+        with trio.CancelScope(shield=True):
+            await self._closed.wait()
+        assert self._close_info is not None
+        return ConnectionClosed(self._close_info)
+
+    async def _abort(self, cause: str) -> None:
+        """Close the stream now, without a closing handshake."""
+        if self._closed.is_set():
+            return
+        info = self._close_info
+        if info is None or self._awaiting_reply:
+            initiator = info.initiator if info else "local"
+            self._close_info = CloseInfo(CloseCode.ABNORMAL_CLOSURE, "", initiator, cause)
+        self._awaiting_reply = False
+        self._closing.set()
+        self._finish()
+        await trio.aclose_forcefully(self._stream)
+
+    def _finish(self) -> None:
+        if self._closed.is_set():
+            return
+        self._reader.end()
+        self._writer.fail_all(NotOpen())
+        self._closed.set()
+        for ping in self._pings.values():
+            ping.answered.set()
+        self._background_scope.cancel()
+        info = self._close_info
+        assert info is not None
+        self._log.info("%s", info)
+
+    # -- background tasks ----------------------------------------------------
+
+    async def _run_background(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the connection's tasks (reader, writer, closer) until it is closed.
+
+        They are shielded from outside cancellation, so a cancelled owner can
+        still close the connection cleanly; the connection itself ends them,
+        within ``close_timeout`` of the close starting.
+        """
+        with self._background_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guard, self._reader.run)
+                nursery.start_soon(self._guard, self._writer.run)
+                nursery.start_soon(self._guard, self._closer)
+                task_status.started()
+
+    async def _guard(self, task: Any) -> None:
+        try:
+            await task()
+        except Exception:
+            self._log.exception("internal error; aborting the connection")
+            await self._abort("internal error")
+
+    async def _closer(self) -> None:
+        await self._closing.wait()
+        with trio.move_on_at(self._close_deadline) as scope:
+            if self._close_frame is not None:
+                try:
+                    await self._writer.send(Kind.CLOSE, self._close_frame)
+                except NotOpen:
+                    pass
+            await self._close_settled.wait()
+            # The closing handshake is over: shut TCP down. The server closes
+            # first (RFC 6455 7.1.1); the client waits for it.
+            if not self._client and isinstance(self._stream, trio.abc.HalfCloseableStream):
+                try:
+                    await self._stream.send_eof()
+                except STREAM_ERRORS:
+                    pass
+            if self._client or isinstance(self._stream, trio.abc.HalfCloseableStream):
+                await self._reader.eof_event.wait()
+            await self._stream.aclose()
+        if scope.cancelled_caught:
+            if self._awaiting_reply:
+                await self._abort("closing handshake timed out")
+            else:
+                await self._abort("TCP shutdown timed out")
+        else:
+            self._finish()
+
+
+class _Ping:
+    __slots__ = ("answered", "rtt", "sent_at")
+
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
+        self.rtt: float | None = None
+        self.answered = trio.Event()

@@ -1,0 +1,96 @@
+"""The exceptions trio_ws raises."""
+
+from __future__ import annotations
+
+import trio
+
+from ._close import CloseInfo
+from ._http import Headers
+
+__all__ = [
+    "ConnectFailed",
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "HandshakeError",
+    "HandshakeTimeout",
+    "InvalidHandshake",
+    "InvalidURL",
+    "TLSError",
+    "WebSocketError",
+]
+
+
+class WebSocketError(Exception):
+    """Base class of every exception trio_ws defines."""
+
+
+class InvalidURL(WebSocketError, ValueError):
+    """The URL given to :func:`connect` is not a usable ``ws://`` or ``wss://`` URL."""
+
+
+class HandshakeError(WebSocketError):
+    """The connection could not be opened.
+
+    Raised by :func:`connect` (and :func:`run_connection`) for every failure
+    that happens before the opening handshake completes. The subclass says
+    what went wrong; ``__cause__`` holds the underlying exception, if any.
+    """
+
+
+class ConnectFailed(HandshakeError):
+    """The TCP connection failed: refused, reset, unreachable, name not found,
+    or closed by the server before it answered the handshake."""
+
+
+class TLSError(HandshakeError):
+    """The TLS handshake failed (certificate not trusted, name mismatch, ...)."""
+
+
+class HandshakeTimeout(HandshakeError, trio.TooSlowError):
+    """The connection was not open within ``open_timeout`` seconds."""
+
+
+class InvalidHandshake(HandshakeError):
+    """The server's answer broke the WebSocket protocol (bad accept key,
+    missing headers, a subprotocol or extension we did not offer, ...)."""
+
+
+class ConnectionRejected(HandshakeError):
+    """The server answered the upgrade request with something other than 101."""
+
+    def __init__(self, status_code: int, headers: Headers, body: bytes) -> None:
+        super().__init__(f"server rejected the WebSocket connection: HTTP {status_code}")
+        #: The HTTP status code of the server's answer.
+        self.status_code = status_code
+        #: The response headers.
+        self.headers = headers
+        #: The response body (possibly truncated at 64 KiB).
+        self.body = body
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed; the operation cannot proceed.
+
+    ``info`` tells how it ended; ``code``, ``reason`` and ``by_peer`` are
+    shortcuts to it.
+    """
+
+    def __init__(self, info: CloseInfo) -> None:
+        super().__init__(str(info))
+        #: How the connection ended.
+        self.info = info
+
+    @property
+    def code(self) -> int:
+        """The close code."""
+        return self.info.code
+
+    @property
+    def reason(self) -> str:
+        """The close reason."""
+        return self.info.reason
+
+    @property
+    def by_peer(self) -> bool:
+        """True when the peer started the close (or vanished), False when we did."""
+        return self.info.by_peer

@@ -1,0 +1,67 @@
+"""Settings shared by client and server connections, documented once."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+__all__ = ["Options"]
+
+
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number or None, not {value!r}")
+
+
+def _positive_int_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive integer or None, not {value!r}")
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive integer, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Options:
+    """Connection settings accepted by :func:`connect`, :func:`run_connection`
+    and :func:`serve` as keyword arguments of the same names.
+
+    Every timeout is a Trio cancel scope inside the library: ``None`` turns it
+    off, and any call can also be wrapped in your own
+    ``trio.move_on_after``/``fail_after``.
+    """
+
+    #: Seconds allowed for opening a connection: TCP connect, TLS handshake
+    #: and the HTTP upgrade, together. On the server, a client that has not
+    #: completed its handshake by then is dropped.
+    open_timeout: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    #: Seconds allowed for the closing handshake and the TCP shutdown that
+    #: follows; after that the connection is aborted.
+    close_timeout: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    #: Largest message accepted, in bytes (UTF-8 bytes for text), summed over
+    #: all its fragments. A bigger one closes the connection with 1009.
+    #: ``None`` means no limit.
+    max_message_size: int | None = attrs.field(default=2**20, validator=_positive_int_or_none)
+    #: Received messages buffered while the application is not receiving.
+    #: When the buffer is full the library stops reading the socket until the
+    #: application catches up, so memory stays bounded (about
+    #: ``max_queue * max_message_size`` at worst).
+    max_queue: int = attrs.field(default=16, validator=_positive_int)
+
+    @property
+    def close_seconds(self) -> float:
+        """``close_timeout`` as a number (infinity for None)."""
+        return math.inf if self.close_timeout is None else self.close_timeout
+
+    @property
+    def open_seconds(self) -> float:
+        """``open_timeout`` as a number (infinity for None)."""
+        return math.inf if self.open_timeout is None else self.open_timeout

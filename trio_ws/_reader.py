@@ -1,0 +1,213 @@
+"""Reading one connection's stream: the message queue and who reads, when.
+
+On a plain TCP socket a task blocked in ``receive()`` reads the socket itself,
+so a message reaches it without a task switch. Whenever no task is receiving,
+the connection's reader task reads instead (after a short delay, so that a
+receive loop does not have to hand over each time it comes back): it answers
+pings, notices close frames and dead peers, and fills the message queue up to
+``max_queue`` messages, then stops reading until there is room again. That
+is the backpressure: a peer that outpaces the application fills its own TCP
+window, not our memory. Socket reads are atomic under cancellation, so a
+cancelled ``receive()`` loses nothing.
+
+On other streams (TLS, memory streams) only the reader task reads, because a
+cancelled TLS read can break the stream.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from ._protocol import Incoming, Message, Protocol
+from ._writer import STREAM_ERRORS, NotOpen
+
+__all__ = ["READ_SIZE", "Reader"]
+
+#: Bytes asked of the stream per read.
+READ_SIZE = 65536
+#: How long the reader task waits, after the last receive() returned, before
+#: it starts reading in the background (direct mode only).
+BACKGROUND_READ_DELAY = 0.005
+
+
+class _Wait(enum.Enum):
+    NONE = 0
+    RECEIVERS = 1  # a task is receiving; it reads for itself
+    SPACE = 2  # the queue is full
+    OTHER_READER = 3  # closing, but a receiver is still in a read
+    DELAY = 4  # waiting a moment before reading in the background
+
+
+class Reader:
+    """The incoming side of one connection."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        max_queue: int,
+        on_event: Callable[[Incoming], None],
+        on_eof: Callable[[BaseException | None], None],
+    ) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._max_queue = max_queue
+        self._on_event = on_event
+        self._on_eof = on_eof
+        self._direct = isinstance(stream, trio.SocketStream)
+        # In direct mode, read the socket itself: one wrapper layer less.
+        self._receive_some = (
+            stream.socket.recv if isinstance(stream, trio.SocketStream) else stream.receive_some
+        )
+        self._messages: deque[Message] = deque()
+        self._receivers = 0  # tasks inside receive()
+        self._reading = False  # someone is inside receive_some()
+        self._recv_lot = trio.lowlevel.ParkingLot()
+        self._task_lot = trio.lowlevel.ParkingLot()
+        self._task_wait = _Wait.NONE
+        self._delay_next_read = False
+        #: True once no more messages will be queued (close or failure).
+        self.ended = False
+        #: True once the stream reported end-of-file or an error.
+        self.eof = False
+        #: Set at the same time as ``eof``.
+        self.eof_event = trio.Event()
+        #: True while closing: the reader task reads at once, whatever else.
+        self._urgent = False
+        #: Messages dropped because they arrived after the queue was ended.
+        self.discarded = 0
+        #: Bytes read from the stream.
+        self.bytes_read = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet taken by ``receive()``."""
+        return len(self._messages)
+
+    # -- receiving -----------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """Return the next message. Raise :class:`NotOpen` once the queue is
+        drained and no more messages will come. Cancel-safe: a cancelled call
+        takes no message."""
+        messages = self._messages
+        self._receivers += 1
+        try:
+            if messages:
+                await trio.lowlevel.checkpoint()
+            while not messages:
+                if self.ended:
+                    raise NotOpen
+                if self._direct and not self._reading and not self._urgent:
+                    await self._read_once()
+                else:
+                    await self._recv_lot.park()
+            message = messages.popleft()
+        finally:
+            self._receivers -= 1
+            if self._receivers == 0 and self._task_wait is _Wait.RECEIVERS:
+                self._wake_task(delay=True)
+        if self._task_wait is _Wait.SPACE and len(messages) < self._max_queue:
+            self._wake_task()
+        return message
+
+    def end(self) -> None:
+        """No more messages will be queued: wake every waiting receiver."""
+        self.ended = True
+        self._recv_lot.unpark_all()
+
+    def hurry(self) -> None:
+        """Closing has started: the reader task reads now, even if the queue
+        is full, until end-of-file."""
+        self._urgent = True
+        self._wake_task()
+
+    def read_now(self) -> None:
+        """Something awaits the peer (a pong): skip the background-read delay."""
+        if self._task_wait is _Wait.DELAY:
+            self._wake_task()
+
+    def _wake_task(self, *, delay: bool = False) -> None:
+        self._task_wait = _Wait.NONE
+        self._delay_next_read = delay
+        self._task_lot.unpark()
+
+    # -- reading -------------------------------------------------------------
+
+    async def _read_once(self) -> None:
+        self._reading = True
+        try:
+            data = await self._receive_some(READ_SIZE)
+        except STREAM_ERRORS as exc:
+            self._reading = False
+            self._set_eof(exc)
+            return
+        except BaseException:  # cancelled: nothing was read; let someone else read
+            self._reading = False
+            self._after_read()
+            raise
+        self._reading = False
+        if not data:
+            self._set_eof(None)
+            return
+        self.bytes_read += len(data)
+        self.process(data)
+        self._after_read()
+
+    def process(self, data: bytes | bytearray) -> None:
+        """Feed bytes read from the stream (or left over from the handshake)."""
+        messages = self._messages
+        for item in self._protocol.receive_data(data):
+            kind = type(item)
+            if kind is str or kind is bytes:
+                if self.ended:
+                    self.discarded += 1
+                else:
+                    messages.append(item)  # type: ignore[arg-type]
+            else:
+                self._on_event(item)
+
+    def _after_read(self) -> None:
+        if self._recv_lot:
+            self._recv_lot.unpark_all()
+        if self._task_wait is _Wait.OTHER_READER:
+            self._wake_task()
+
+    def _set_eof(self, error: BaseException | None) -> None:
+        if not self.eof:
+            self.eof = True
+            self.eof_event.set()
+            self._on_eof(error)
+        self.end()
+        self._task_lot.unpark_all()
+
+    async def run(self) -> None:
+        """The reader task: read whenever no receiver does, until end-of-file."""
+        lot = self._task_lot
+        while not self.eof:
+            if not self._urgent:
+                if len(self._messages) >= self._max_queue and not self.ended:
+                    self._task_wait = _Wait.SPACE
+                    await lot.park()
+                    continue
+                if self._direct:
+                    if self._receivers:
+                        self._task_wait = _Wait.RECEIVERS
+                        await lot.park()
+                        continue
+                    if self._delay_next_read:
+                        self._delay_next_read = False
+                        self._task_wait = _Wait.DELAY
+                        with trio.move_on_after(BACKGROUND_READ_DELAY):
+                            await lot.park()
+                        self._task_wait = _Wait.NONE
+                        continue
+            if self._reading:
+                self._task_wait = _Wait.OTHER_READER
+                await lot.park()
+                continue
+            await self._read_once()

@@ -1,0 +1,184 @@
+"""The WebSocket server: ``serve`` and ``Server``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from ._close import CloseCode
+from ._connection import WebSocket
+from ._errors import ConnectionClosed
+from ._options import Options
+from ._server_handshake import ProcessRequest, accept_handshake
+
+__all__ = ["Handler", "Server", "serve"]
+
+logger = logging.getLogger("trio_ws")
+
+#: A connection handler: called with each open connection, in its own task.
+Handler = Callable[[WebSocket], Awaitable[None]]
+
+_SHUTDOWN_REASON = "server shutting down"
+
+
+class Server:
+    """A running server, as returned by ``await nursery.start(trio_ws.serve, ...)``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        listeners: list[trio.SocketListener],
+        *,
+        ssl_context: ssl.SSLContext | None,
+        process_request: ProcessRequest | None,
+        subprotocols: Sequence[str],
+        options: Options,
+    ) -> None:
+        self._handler = handler
+        #: The listening sockets.
+        self.listeners = listeners
+        self._ssl_context = ssl_context
+        self._process_request = process_request
+        self._subprotocols = tuple(subprotocols)
+        #: The connection settings every connection of this server uses.
+        self.options = options
+        self._connections: set[WebSocket] = set()
+        self._scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+
+    @property
+    def ports(self) -> list[int]:
+        """The port of every listener (one per address family with port 0)."""
+        return [listener.socket.getsockname()[1] for listener in self.listeners]
+
+    @property
+    def port(self) -> int:
+        """The port of the first listener: the one to use after ``port=0``."""
+        return self.ports[0]
+
+    @property
+    def connections(self) -> frozenset[WebSocket]:
+        """The connections open right now (handshake complete, not yet closed)."""
+        return frozenset(self._connections)
+
+    async def aclose(self) -> None:
+        """Stop the server: stop listening, close every connection with 1001
+        Going Away and wait for the handlers to end, within ``close_timeout``
+        (connections still open then are aborted).
+
+        Cancellation: if cancelled, connections are aborted without waiting."""
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._done.wait()
+
+    async def _serve(self, task_status: trio.TaskStatus[Server]) -> None:
+        try:
+            with trio.CancelScope() as self._scope:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(trio.serve_listeners, self._handle_stream, self.listeners)
+                    for port in sorted(set(self.ports)):
+                        logger.info("listening on port %d", port)
+                    task_status.started(self)
+        finally:
+            self._done.set()
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        ws = None
+        try:
+            with trio.move_on_after(self.options.open_seconds):
+                ws = await self._handshake(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            logger.debug("handshake failed: %s", exc)
+        if ws is None:
+            await trio.aclose_forcefully(stream)
+            return
+        self._connections.add(ws)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ws._run_background)
+                await self._run_handler(ws)
+        finally:
+            self._connections.discard(ws)
+
+    async def _handshake(self, tcp: trio.SocketStream) -> WebSocket | None:
+        stream: trio.abc.Stream = tcp
+        if self._ssl_context is not None:
+            stream = trio.SSLStream(tcp, self._ssl_context, server_side=True)
+            await stream.do_handshake()
+        return await accept_handshake(
+            stream,
+            process_request=self._process_request,
+            subprotocols=self._subprotocols,
+            options=self.options,
+        )
+
+    async def _run_handler(self, ws: WebSocket) -> None:
+        code: int = CloseCode.NORMAL_CLOSURE
+        reason = ""
+        try:
+            await self._handler(ws)
+        except ConnectionClosed:
+            pass  # the connection is already closed: nothing went wrong here
+        except Exception:
+            ws._log.exception("connection handler raised")
+            code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+        finally:
+            if trio.current_effective_deadline() == -math.inf:
+                # The server is being cancelled (shut down).
+                code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
+            with trio.CancelScope(shield=True):
+                await ws.aclose(code, reason)
+
+
+async def serve(
+    handler: Handler,
+    host: str | None,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    subprotocols: Sequence[str] = (),
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve WebSocket connections on ``host``:``port``, calling
+    ``await handler(ws)`` in a new task for each one.
+
+    With ``server = await nursery.start(trio_ws.serve, handler, host, port)``
+    it returns a :class:`Server` once listening (``port=0`` picks a free port:
+    see ``server.port``); called directly, it serves until cancelled.
+
+    Connections belong to the server: cancelling the nursery that runs it, or
+    ``await server.aclose()``, stops listening and closes every connection
+    with 1001 Going Away, within ``close_timeout``. When a handler returns,
+    its connection is closed with 1000; when it raises, the error is logged
+    with the connection id and the connection is closed with 1011, while the
+    server and every other connection carry on.
+
+    ``host`` None listens on all interfaces. ``ssl_context`` serves ``wss://``.
+    ``subprotocols`` lists the subprotocols the server speaks, in order of
+    preference. ``process_request(request)`` (sync or async) sees every HTTP
+    request first and returns None for the default behaviour, a
+    :class:`Response` to answer it itself (reject an upgrade, or answer a plain
+    HTTP request such as a health check), or an :class:`Accept` to accept the
+    upgrade with a chosen subprotocol and extra headers. Plain HTTP requests
+    get 426 Upgrade Required by default; malformed or oversized requests get
+    400 or 431. The other keyword arguments are :class:`Options`.
+    """
+    server_options = Options(**options)
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    server = Server(
+        handler,
+        listeners,
+        ssl_context=ssl_context,
+        process_request=process_request,
+        subprotocols=subprotocols,
+        options=server_options,
+    )
+    await server._serve(task_status)

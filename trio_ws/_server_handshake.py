@@ -1,0 +1,231 @@
+"""The server's side of the opening handshake.
+
+h11 parses the HTTP request, so that a plain HTTP request (a health check, a
+page) can be answered on the same port; wsproto then validates the upgrade
+and produces the 101 response.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
+
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection
+from wsproto.events import Request as WSRequest
+from wsproto.utilities import ProtocolError, RemoteProtocolError
+
+from ._connection import WebSocket
+from ._http import Accept, Headers, Request, Response
+from ._options import Options
+from ._protocol import Protocol
+from ._reader import READ_SIZE
+
+__all__ = ["ProcessRequest", "accept_handshake", "response_bytes"]
+
+logger = logging.getLogger("trio_ws")
+
+#: Largest request head (request line and headers) the server reads.
+MAX_REQUEST_HEAD = 16 * 1024
+
+#: ``process_request``: look at a request, then return None (default
+#: handling), a :class:`Response` (answer it and close), or an
+#: :class:`Accept` (accept the upgrade with these choices). May be async.
+ProcessRequest = Callable[
+    [Request], Response | Accept | Awaitable[Response | Accept | None] | None
+]
+
+
+class _Answered(Exception):
+    """The request was answered with plain HTTP; the stream should be closed."""
+
+
+def response_bytes(response: Response) -> bytes:
+    """Serialise a complete HTTP/1.1 response that ends the connection."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.next_event()
+    return _send_response(conn, response)
+
+
+def _send_response(conn: h11.Connection, response: Response) -> bytes:
+    headers = [
+        (name, value)
+        for name, value in response.headers
+        if name.lower() not in ("content-length", "connection", "transfer-encoding")
+    ]
+    headers.append(("Content-Length", str(len(response.body))))
+    headers.append(("Connection", "close"))
+    try:
+        reason = HTTPStatus(response.status_code).phrase
+    except ValueError:
+        reason = ""
+    data = conn.send(
+        h11.Response(status_code=response.status_code, headers=headers, reason=reason)
+    )
+    data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+    return data + (conn.send(h11.EndOfMessage()) or b"")
+
+
+def _error(status: int, detail: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    phrase = HTTPStatus(status).phrase
+    return Response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), *headers],
+        f"{status} {phrase}: {detail}\n",
+    )
+
+
+async def _read_request(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Request, bytes]:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    received = 0
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Request):
+            trailing = bytes(conn.trailing_data[0])
+            # h11 only limits incomplete heads; a big one that arrived whole
+            # is refused here.
+            if received - len(trailing) > MAX_REQUEST_HEAD:
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+            return conn, event, trailing
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(READ_SIZE)
+            if not data:
+                raise _Answered  # the client went away before sending a request
+            received += len(data)
+            conn.receive_data(bytes(data))
+        else:  # pragma: no cover - h11 yields nothing else before a request
+            raise h11.RemoteProtocolError("unexpected HTTP event", error_status_hint=400)
+
+
+def _request_of(event: h11.Request) -> Request:
+    target = event.target.decode("ascii", "replace")
+    return Request.from_target(
+        event.method.decode("ascii", "replace"),
+        target,
+        Headers.from_raw(event.headers.raw_items()),
+    )
+
+
+def _choose_subprotocol(
+    request: Request, accept: Accept | None, subprotocols: Sequence[str]
+) -> str | None:
+    offered = request.subprotocols
+    if accept is not None and accept.subprotocol is not None:
+        if accept.subprotocol not in offered:
+            raise ValueError(
+                f"process_request chose subprotocol {accept.subprotocol!r}, "
+                f"which the client did not offer ({offered})"
+            )
+        return accept.subprotocol
+    for candidate in subprotocols:
+        if candidate in offered:
+            return candidate
+    return None
+
+
+async def accept_handshake(
+    stream: trio.abc.Stream,
+    *,
+    process_request: ProcessRequest | None,
+    subprotocols: Sequence[str],
+    options: Options,
+) -> WebSocket | None:
+    """Read the request and answer it. Return the open WebSocket, or None when
+    the request was answered with plain HTTP (or the client left) and the
+    stream should be closed. Not bounded in time: the caller applies
+    ``open_timeout``."""
+    try:
+        h11conn, event, trailing = await _read_request(stream)
+    except _Answered:
+        return None
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint or 400
+        logger.debug("bad HTTP request: %s", exc)
+        await stream.send_all(response_bytes(_error(status, str(exc))))
+        return None
+    request = _request_of(event)
+
+    decision: Response | Accept | None = None
+    if process_request is not None:
+        try:
+            result = process_request(request)
+            if inspect.isawaitable(result):
+                result = await result
+            decision = result
+        except Exception:
+            logger.exception("process_request failed for %s %s", request.method, request.target)
+            decision = _error(500, "the server failed to process the request")
+        if decision is not None and not isinstance(decision, (Response, Accept)):
+            logger.error(
+                "process_request returned %r; expected a Response, an Accept or None", decision
+            )
+            decision = _error(500, "the server failed to process the request")
+
+    if isinstance(decision, Response):
+        await _answer(stream, h11conn, decision)
+        return None
+    if not request.is_upgrade:
+        await _answer(
+            stream,
+            h11conn,
+            _error(426, "this is a WebSocket endpoint", [("Upgrade", "websocket")]),
+        )
+        return None
+
+    if request.method != "GET":
+        await _answer(
+            stream,
+            h11conn,
+            _error(405, "a WebSocket upgrade must use GET", [("Allow", "GET")]),
+        )
+        return None
+    if event.http_version != b"1.1":
+        await _answer(stream, h11conn, _error(400, "a WebSocket upgrade needs HTTP/1.1"))
+        return None
+
+    wsconn = WSConnection(ConnectionType.SERVER)
+    try:
+        wsconn.initiate_upgrade_connection(event.headers.raw_items(), event.target)
+        ws_request = next(wsconn.events())
+        assert isinstance(ws_request, WSRequest)
+    except RemoteProtocolError as exc:
+        hint = exc.event_hint
+        status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
+        await _answer(stream, h11conn, _error(status, str(exc), extra))
+        return None
+
+    accept = decision if isinstance(decision, Accept) else None
+    try:
+        subprotocol = _choose_subprotocol(request, accept, subprotocols)
+        extra_headers = accept.headers.raw() if accept is not None else []
+        data = wsconn.send(AcceptConnection(subprotocol=subprotocol, extra_headers=extra_headers))
+    except (ValueError, ProtocolError, h11.LocalProtocolError):
+        logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
+        await _answer(stream, h11conn, _error(500, "the server failed to accept the upgrade"))
+        return None
+    await stream.send_all(data)
+    assert wsconn.connection is not None
+    protocol = Protocol(wsconn.connection, options.max_message_size)
+    return WebSocket(
+        stream,
+        protocol,
+        request=request,
+        subprotocol=subprotocol,
+        options=options,
+        initial_data=trailing,
+    )
+
+
+async def _answer(stream: trio.abc.Stream, h11conn: h11.Connection, response: Response) -> None:
+    try:
+        data = _send_response(h11conn, response)
+    except h11.LocalProtocolError:
+        logger.exception("process_request returned an invalid response")
+        data = response_bytes(_error(500, "the server built an invalid response"))
+    await stream.send_all(data)
