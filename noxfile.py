@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the library."""
-    session.install("-e", ".", "mypy>=1.10", "trustme")
+    session.install("-e", ".", "mypy>=1.10", "trustme", "exceptiongroup")
     session.run("mypy", "--strict", "trio_ws")
 
 

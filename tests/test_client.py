@@ -269,3 +269,68 @@ async def test_connect_object_is_single_use(echo_server: trio_ws.Server) -> None
         with pytest.raises(RuntimeError, match="already entered"):
             async with opener:
                 pass  # pragma: no cover
+
+
+async def test_frames_in_the_same_packet_as_the_101_are_kept(nursery: trio.Nursery) -> None:
+    from wsproto.utilities import generate_accept_token
+
+    async def eager(stream: trio.SocketStream) -> None:
+        request = await stream.receive_some(65536)
+        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + generate_accept_token(key)
+            + b"\r\n\r\n\x81\x05hello\x82\x01!"
+        )
+        await trio.sleep_forever()
+
+    port = await _tcp_server(nursery, eager)
+    async with trio_ws.connect(f"ws://127.0.0.1:{port}/", close_timeout=0.1) as ws:
+        assert await ws.receive() == "hello"
+        assert await ws.receive() == b"!"
+
+
+async def test_cancelled_block_with_inner_nursery_closes_with_1001(nursery: trio.Nursery) -> None:
+    server, seen = await recording_server(nursery)
+    with trio.move_on_after(0.1):
+        async with trio_ws.connect(url_of(server)) as ws, trio.open_nursery() as inner:
+            inner.start_soon(trio.sleep_forever)
+            await trio.sleep_forever()
+    assert ws.close_code == 1001
+    assert (await seen[0].wait_closed()).code == 1001
+
+
+async def test_operations_on_a_closing_connection_can_be_cancelled(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    from rawpeer import RawClient  # noqa: F401 - documents the peer's role
+
+    async def silent(stream: trio.SocketStream) -> None:
+        # Completes the handshake, then never answers anything.
+        from wsproto.utilities import generate_accept_token
+
+        request = await stream.receive_some(65536)
+        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + generate_accept_token(key)
+            + b"\r\n\r\n"
+        )
+        await trio.sleep_forever()
+
+    port = await _tcp_server(nursery, silent)
+    ws = await trio_ws.start_connection(nursery, f"ws://127.0.0.1:{port}/", close_timeout=10)
+    nursery.start_soon(ws.aclose)
+    await trio.sleep(0.1)
+    for operation in (ws.send("x"), ws.receive(), ws.ping()):
+        start = trio.current_time()
+        with trio.move_on_after(0.5) as scope:
+            await operation
+        assert scope.cancelled_caught
+        assert trio.current_time() - start == pytest.approx(0.5)
+    with pytest.raises(trio_ws.ConnectionClosed):
+        await ws.send("after the close timeout")
+    assert ws.close_info is not None
+    assert ws.close_info.cause == "closing handshake timed out"

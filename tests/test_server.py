@@ -340,3 +340,79 @@ async def test_frames_right_after_the_request_are_kept(echo_server: trio_ws.Serv
     while await stream.receive_some(65536):
         pass
     await stream.aclose()
+
+
+async def test_internal_error_in_one_connection_spares_the_server(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await start_server(nursery)
+    original = server._handshake
+
+    async def broken_once(stream: trio.SocketStream) -> trio_ws.WebSocket | None:
+        monkeypatch.setattr(server, "_handshake", original)
+        raise RuntimeError("simulated internal bug")
+
+    monkeypatch.setattr(server, "_handshake", broken_once)
+    with pytest.raises(trio_ws.ConnectFailed):
+        async with trio_ws.connect(url_of(server)):
+            pass  # pragma: no cover
+    assert "simulated internal bug" in caplog.text
+    async with trio_ws.connect(url_of(server)) as ws:
+        await ws.send("still serving")
+        assert await ws.receive() == "still serving"
+
+
+async def test_peer_leaving_a_handler_with_a_nursery_is_no_error(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ticker(ws: trio_ws.WebSocket) -> None:
+        async with trio.open_nursery() as inner:
+
+            async def read() -> None:
+                async for _ in ws:
+                    pass
+
+            inner.start_soon(read)
+            while True:
+                await ws.send("tick")
+                await trio.sleep(0.001)
+
+    recorder = Recorder(ticker)
+    server = await start_server(nursery, recorder)
+    async with trio_ws.connect(url_of(server)) as ws:
+        assert await ws.receive() == "tick"
+    assert (await recorder.closed()).code == 1000
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_handler_error_during_shutdown_is_logged_and_shutdown_completes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fails_when_cancelled(ws: trio_ws.WebSocket) -> None:
+        async with trio.open_nursery() as inner:
+
+            async def cleanup_bug() -> None:
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    raise ValueError("bug in cleanup")
+
+            inner.start_soon(cleanup_bug)
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, fails_when_cancelled)
+        async with trio_ws.connect(url_of(server)) as ws:
+            await server.aclose()
+            assert (await ws.wait_closed()).code == 1001
+    assert "bug in cleanup" in caplog.text
+
+
+async def test_wrong_version_message_is_ours(echo_server: trio_ws.Server) -> None:
+    answer = await http_exchange(
+        echo_server.port,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    )
+    assert b"only 13" in answer
+    assert b"sec-websocket-version: 13" in answer.lower()

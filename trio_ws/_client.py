@@ -13,7 +13,7 @@ import trio
 from ._client_handshake import open_websocket_stream
 from ._close import CloseCode
 from ._connection import WebSocket
-from ._errors import ConnectionClosed, HandshakeTimeout
+from ._errors import ConnectionClosed, HandshakeTimeout, consists_of
 from ._http import HeadersLike
 from ._options import Options
 from ._url import parse_url
@@ -43,9 +43,9 @@ async def _open(
 
 def _exit_code(exc: BaseException | None) -> tuple[int, str]:
     """The close frame to send when the block that used a connection ends."""
-    if exc is None or isinstance(exc, ConnectionClosed):
+    if exc is None or consists_of(exc, ConnectionClosed):
         return CloseCode.NORMAL_CLOSURE, ""
-    if isinstance(exc, trio.Cancelled):
+    if consists_of(exc, (trio.Cancelled, ConnectionClosed)):
         return CloseCode.GOING_AWAY, ""
     return CloseCode.INTERNAL_ERROR, "client error"
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData
+from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData
 from wsproto.events import Request as WSRequest
 from wsproto.utilities import RemoteProtocolError
 
@@ -101,6 +101,14 @@ async def open_websocket_stream(
         raise
 
 
+def _until_accepted(wsconn: WSConnection) -> Iterator[Event]:
+    """The handshake's events, stopping after AcceptConnection."""
+    for event in wsconn.events():
+        yield event
+        if isinstance(event, AcceptConnection):
+            return
+
+
 async def _handshake(
     stream: trio.abc.Stream,
     url: WebSocketURL,
@@ -141,7 +149,9 @@ async def _handshake(
             raise ConnectFailed(f"{where} closed the connection during the handshake")
         try:
             wsconn.receive_data(data)
-            events = list(wsconn.events())
+            # Iterate lazily: frames that came with the 101 must stay in
+            # wsproto's buffer for the connection to read, not be consumed here.
+            events = list(_until_accepted(wsconn))
         except RemoteProtocolError as exc:
             raise InvalidHandshake(f"invalid handshake response from {where}: {exc}") from exc
         for event in events:

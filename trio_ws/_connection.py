@@ -351,9 +351,9 @@ class WebSocket(trio.abc.Channel[Message]):
 
     async def _closed_error(self) -> ConnectionClosed:
         """The exception for an operation on a closing or closed connection,
-        once the close is settled (at most ``close_timeout`` away)."""
-        with trio.CancelScope(shield=True):
-            await self._closed.wait()
+        once the close is settled (at most ``close_timeout`` away; the wait
+        can be cancelled like any other)."""
+        await self._closed.wait()
         assert self._close_info is not None
         return ConnectionClosed(self._close_info)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import trio
 
 from ._close import CloseInfo
 from ._http import Headers
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "ConnectFailed",
@@ -17,6 +22,8 @@ __all__ = [
     "InvalidURL",
     "TLSError",
     "WebSocketError",
+    "consists_of",
+    "split_off",
 ]
 
 
@@ -31,7 +38,7 @@ class InvalidURL(WebSocketError, ValueError):
 class HandshakeError(WebSocketError):
     """The connection could not be opened.
 
-    Raised by :func:`connect` (and :func:`run_connection`) for every failure
+    Raised by :func:`connect` (and :func:`start_connection`) for every failure
     that happens before the opening handshake completes. The subclass says
     what went wrong; ``__cause__`` holds the underlying exception, if any.
     """
@@ -94,3 +101,25 @@ class ConnectionClosed(WebSocketError):
     def by_peer(self) -> bool:
         """True when the peer started the close (or vanished), False when we did."""
         return self.info.by_peer
+
+
+def consists_of(
+    exc: BaseException | None, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> bool:
+    """True when ``exc`` is a ``kind``, or an exception group (nested or not)
+    made only of ``kind`` -- how Trio nurseries deliver such errors."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(consists_of(inner, kind) for inner in exc.exceptions)
+    return isinstance(exc, kind)
+
+
+def split_off(
+    exc: BaseException | None, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> tuple[BaseException | None, BaseException | None]:
+    """Split ``exc`` (an exception or a group) into the part made of ``kind``
+    and the rest; either may be None."""
+    if exc is None:
+        return None, None
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(kind)
+    return (exc, None) if isinstance(exc, kind) else (None, exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Union, overload
 
 import attrs
 
@@ -42,6 +42,13 @@ class Headers(Sequence[tuple[str, str]]):
     def raw(self) -> list[tuple[bytes, bytes]]:
         """The fields as ``(name, value)`` byte pairs."""
         return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self._fields]
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    @overload
+    def get(self, name: str, default: str | None) -> str | None: ...
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""

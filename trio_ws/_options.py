@@ -31,7 +31,7 @@ def _positive_int(_: object, attribute: attrs.Attribute[Any], value: Any) -> Non
 
 @attrs.frozen(kw_only=True)
 class Options:
-    """Connection settings accepted by :func:`connect`, :func:`run_connection`
+    """Connection settings accepted by :func:`connect`, :func:`start_connection`
     and :func:`serve` as keyword arguments of the same names.
 
     Every timeout is a Trio cancel scope inside the library: ``None`` turns it

@@ -12,7 +12,7 @@ import trio
 
 from ._close import CloseCode
 from ._connection import WebSocket
-from ._errors import ConnectionClosed
+from ._errors import ConnectionClosed, consists_of, split_off
 from ._options import Options
 from ._server_handshake import ProcessRequest, accept_handshake
 
@@ -71,7 +71,9 @@ class Server:
         Going Away and wait for the handlers to end, within ``close_timeout``
         (connections still open then are aborted).
 
-        Cancellation: if cancelled, connections are aborted without waiting."""
+        Cancellation: cancelling ``aclose()`` only stops the waiting; the
+        shutdown goes on in the server's own task and still ends within
+        ``close_timeout``."""
         if self._scope is not None:
             self._scope.cancel()
         await self._done.wait()
@@ -88,6 +90,14 @@ class Server:
             self._done.set()
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        # Nothing one connection does may take the server down.
+        try:
+            await self._serve_stream(stream)
+        except Exception:
+            logger.exception("internal error while serving a connection")
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
         ws = None
         try:
             with trio.move_on_after(self.options.open_seconds):
@@ -122,11 +132,18 @@ class Server:
         reason = ""
         try:
             await self._handler(ws)
-        except ConnectionClosed:
-            pass  # the connection is already closed: nothing went wrong here
-        except Exception:
-            ws._log.exception("connection handler raised")
-            code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+        except BaseException as exc:
+            # A closed connection (the peer left) and a shutdown are not
+            # handler failures; anything else is, even inside a group.
+            cancelled, rest = split_off(exc, trio.Cancelled)
+            _, failure = split_off(rest, ConnectionClosed)
+            if failure is not None:
+                if not consists_of(failure, Exception):
+                    raise  # KeyboardInterrupt and the like
+                ws._log.error("connection handler raised", exc_info=failure)
+                code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+            if cancelled is not None:
+                raise cancelled from None
         finally:
             if trio.current_effective_deadline() == -math.inf:
                 # The server is being cancelled (shut down).

@@ -196,6 +196,8 @@ async def accept_handshake(
     except RemoteProtocolError as exc:
         hint = exc.event_hint
         status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        if status == 426:  # wsproto says "missing" for a wrong version too
+            exc = RemoteProtocolError("unsupported Sec-WebSocket-Version: only 13 is spoken")
         extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
         await _answer(stream, h11conn, _error(status, str(exc), extra))
         return None

@@ -122,7 +122,10 @@ class Writer:
             await trio.lowlevel.checkpoint()
             raise NotOpen
         if self._sock is not None and not self._busy and not self._jobs:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            if self.stateful_encoding:
+                # Encoding commits us to sending: check for cancellation first.
+                # (Otherwise socket.send checks before writing any byte.)
+                await trio.lowlevel.checkpoint_if_cancelled()
             self._busy = True
             try:
                 data = self._encode(kind, payload)

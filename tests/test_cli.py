@@ -1,0 +1,115 @@
+"""``python -m trio_ws``: demo, echo server and interactive client."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import trio
+from conftest import start_server, url_of
+
+import trio_ws
+from trio_ws import Server
+from trio_ws._cli import run_client
+
+
+def test_demo_runs_and_exits() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trio_ws", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert len(lines) == 9
+    assert "text echo: 'hello, trio_ws'" in lines[2]
+    assert "got every message: ['message 0'" in lines[6]
+    assert "1000 (normal closure)" in lines[7]
+
+
+def test_serve_and_connect_subprocesses() -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trio_ws", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        assert "listening on ws://127.0.0.1:" in banner
+        url = banner.split()[4]
+        client = subprocess.run(
+            [sys.executable, "-m", "trio_ws", "connect", url],
+            input="first line\nsecond\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert "closed: we closed the connection with 1000" in client.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test_connect_to_nothing_fails_cleanly() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "trio_ws", "connect", f"ws://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        input="",
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot connect")
+    assert "Traceback" not in done.stderr
+
+
+async def test_run_client_prints_what_arrives(echo_server: Server) -> None:
+    out = io.StringIO()
+    lines = iter(["hello\n", "world\n"])
+    sent = []
+
+    def read_line() -> str:
+        line = next(lines, "")
+        if not line:
+            # Give the echoes time to come back before end of input.
+            time.sleep(0.2)
+        sent.append(line)
+        return line
+
+    status = await run_client(url_of(echo_server), read_line, out)
+    assert status == 0
+    text = out.getvalue()
+    assert "< hello\n< world\n" in text
+    assert text.rstrip().endswith("with 1000 (normal closure)")
+
+
+async def test_run_client_stops_when_the_server_closes(nursery: trio.Nursery) -> None:
+    async def greeter(ws: trio_ws.WebSocket) -> None:
+        await ws.send(b"\x00" * 40)
+        await ws.aclose(1001, "bye")
+
+    server = await start_server(nursery, greeter)
+    out = io.StringIO()
+    no_input = threading.Event()
+
+    def read_line() -> str:
+        no_input.wait(5)  # a user who types nothing
+        return ""
+
+    status = await run_client(url_of(server), read_line, out)
+    no_input.set()
+    assert status == 0
+    assert "< <40 bytes: " in out.getvalue()
+    assert "peer closed the connection with 1001" in out.getvalue()

@@ -1,0 +1,165 @@
+"""``python -m trio_ws``: an echo server, an interactive client, and a demo."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import trio
+
+from ._client import connect
+from ._close import CloseCode
+from ._connection import WebSocket
+from ._errors import ConnectionClosed, HandshakeError, consists_of
+from ._server import Server, serve
+
+__all__ = ["main"]
+
+
+async def echo(ws: WebSocket) -> None:
+    """Send every message back to where it came from."""
+    async for message in ws:
+        await ws.send(message)
+
+
+def _show(message: str | bytes) -> str:
+    if isinstance(message, str):
+        return message
+    return f"<{len(message)} bytes: {message[:32].hex()}{'...' if len(message) > 32 else ''}>"
+
+
+# -- serve -------------------------------------------------------------------
+
+
+async def run_server(host: str, port: int, out: TextIO) -> None:
+    """Run the echo server until cancelled (Ctrl-C)."""
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(functools.partial(serve, echo, host, port))
+        for bound in sorted(set(server.ports)):
+            shown = f"[{host}]" if ":" in host else host
+            print(f"echo server listening on ws://{shown}:{bound}/ (Ctrl-C to stop)", file=out)
+        out.flush()
+
+
+# -- connect -----------------------------------------------------------------
+
+
+async def run_client(url: str, read_line: Callable[[], str], out: TextIO) -> int:
+    """Send each line read with ``read_line`` and print what arrives, until end
+    of input (close with 1000) or until the server closes. Returns an exit status."""
+    try:
+        async with connect(url) as ws:
+            print(f"connected to {url}; type messages, Ctrl-D to close", file=out)
+            out.flush()
+            async with trio.open_nursery() as nursery:
+
+                async def printer() -> None:
+                    try:
+                        async for message in ws:
+                            print(f"< {_show(message)}", file=out)
+                            out.flush()
+                    except ConnectionClosed:
+                        pass
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(printer)
+                while True:
+                    line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
+                    if not line:
+                        break
+                    await ws.send(line.rstrip("\n"))
+                await ws.aclose(CloseCode.NORMAL_CLOSURE)
+    except HandshakeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionClosed:
+        pass
+    print(f"closed: {ws.close_info}", file=out)
+    return 0
+
+
+# -- demo --------------------------------------------------------------------
+
+
+async def run_demo(out: TextIO) -> None:
+    """Start an echo server, talk to it, and show the main features."""
+
+    def say(text: str) -> None:
+        print(text, file=out)
+        out.flush()
+
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(functools.partial(serve, echo, "127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{server.port}/demo"
+        say(f"1. echo server started: {url}")
+        async with connect(url) as ws:
+            say(f"2. connected (connection #{ws.id})")
+            await ws.send("hello, trio_ws")
+            say(f"3. text echo: {await ws.receive()!r}")
+            await ws.send(bytes(range(8)))
+            say(f"4. binary echo: {await ws.receive()!r}")
+            await ws.send_json({"kind": "greeting", "n": 1})
+            say(f"5. JSON echo: {await ws.receive_json()!r}")
+            rtt = await ws.ping()
+            say(f"6. ping round trip: {rtt * 1e6:.0f} us")
+
+            # A timeout-safe receive loop: a slow producer, a receive that
+            # times out every 5 ms, and still every message, in order.
+            async def slow_producer() -> None:
+                for i in range(5):
+                    await ws.send(f"message {i}")
+                    await trio.sleep(0.02)
+
+            received: list[str | bytes] = []
+            timeouts = 0
+            nursery.start_soon(slow_producer)
+            while len(received) < 5:
+                with trio.move_on_after(0.005) as scope:
+                    received.append(await ws.receive())
+                timeouts += scope.cancelled_caught
+            say(f"7. receive loop with {timeouts} timeouts got every message: {received}")
+        say(f"8. closed: {ws.close_info}")
+        await server.aclose()
+        say("9. server stopped: every connection was closed with 1001 first")
+
+
+# -- entry point -----------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trio_ws", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run an echo server")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8765, help="default: 8765")
+    connect_cmd = commands.add_parser(
+        "connect", help="interactive client: stdin lines are sent, messages printed"
+    )
+    connect_cmd.add_argument("url", help="ws:// or wss:// URL")
+    commands.add_parser("demo", help="start an echo server, talk to it, stop it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        if args.command == "serve":
+            trio.run(run_server, args.host, args.port, sys.stdout)
+        elif args.command == "connect":
+            return trio.run(run_client, args.url, sys.stdin.readline, sys.stdout)
+        else:
+            trio.run(run_demo, sys.stdout)
+    except BaseException as exc:
+        # Ctrl-C may arrive wrapped in a group by a nursery.
+        if consists_of(exc, KeyboardInterrupt):
+            return 130
+        raise
+    return 0
