@@ -225,7 +225,9 @@ async def test_body_exceptions_come_out_unwrapped(echo_server: trio_ws.Server) -
     with pytest.raises(KeyError, match="mine"):
         async with trio_ws.connect(url_of(echo_server)) as ws:
             raise KeyError("mine")
-    assert ws.close_info == trio_ws.CloseInfo(1011, "client error", "local")
+    assert ws.close_info == trio_ws.CloseInfo(
+        1011, "client error", "local", "application error: KeyError('mine')"
+    )
 
 
 async def test_cancelled_block_closes_with_1001(nursery: trio.Nursery) -> None:

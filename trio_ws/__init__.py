@@ -11,6 +11,8 @@ from ._errors import (
     HandshakeTimeout,
     InvalidHandshake,
     InvalidURL,
+    PoolTimeout,
+    ReconnectFailed,
     TLSError,
     WebSocketError,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "InvalidHandshake",
     "InvalidURL",
     "Options",
+    "PoolTimeout",
+    "ReconnectFailed",
     "Request",
     "Response",
     "Server",

@@ -41,19 +41,19 @@ async def _open(
     raise HandshakeTimeout(f"{url}: not connected within open_timeout={options.open_timeout}s")
 
 
-def _exit_code(exc: BaseException | None) -> tuple[int, str]:
-    """The close frame to send when the block that used a connection ends."""
+def _exit_code(exc: BaseException | None) -> tuple[int, str, str | None]:
+    """The close frame (and its explanation) to send when the block that used
+    a connection ends."""
     if exc is None or consists_of(exc, ConnectionClosed):
-        return CloseCode.NORMAL_CLOSURE, ""
+        return CloseCode.NORMAL_CLOSURE, "", None
     if consists_of(exc, (trio.Cancelled, ConnectionClosed)):
-        return CloseCode.GOING_AWAY, ""
-    return CloseCode.INTERNAL_ERROR, "client error"
+        return CloseCode.GOING_AWAY, "", "the block using the connection was cancelled"
+    return CloseCode.INTERNAL_ERROR, "client error", f"application error: {exc!r}"
 
 
 async def _close_quietly(ws: WebSocket, exc: BaseException | None) -> None:
-    code, reason = _exit_code(exc)
     with trio.CancelScope(shield=True):
-        await ws.aclose(code, reason)
+        await ws._close(*_exit_code(exc))
 
 
 class connect:

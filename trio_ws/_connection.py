@@ -104,6 +104,9 @@ class WebSocket(trio.abc.Channel[Message]):
         self._close_deadline = 0.0
         self._awaiting_reply = False  # we sent the first close frame
         self._pings: dict[bytes, _Ping] = {}
+        #: The round-trip time of the last answered ping (keepalive or
+        #: :meth:`ping`), in seconds; None until one is answered.
+        self.latency: float | None = None
         # Frames that arrived with the handshake (or that wsproto holds from it).
         self._reader.process(initial_data)
 
@@ -123,6 +126,11 @@ class WebSocket(trio.abc.Channel[Message]):
     def remote_address(self) -> Any:
         """The peer's socket address, ``(host, port)`` for TCP, or None."""
         return _address(self._stream, "peername")
+
+    @property
+    def pending(self) -> int:
+        """Messages received and buffered, not yet returned by :meth:`receive`."""
+        return self._reader.queued
 
     @property
     def is_client(self) -> bool:
@@ -244,6 +252,7 @@ class WebSocket(trio.abc.Channel[Message]):
             self._pings.pop(payload, None)
         if ping.rtt is None:
             raise await self._closed_error()
+        self.latency = ping.rtt
         return ping.rtt
 
     def _on_pong(self, payload: bytes) -> None:
@@ -274,7 +283,11 @@ class WebSocket(trio.abc.Channel[Message]):
         """
         check_close_code(code)
         check_close_reason(reason)
-        self._start_closing(code, reason, initiator="local")
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str, cause: str | None = None) -> None:
+        """aclose(), with the library's explanation (``cause``) kept in close_info."""
+        self._start_closing(code, reason, "local", cause)
         try:
             await self._closed.wait()
         except BaseException:
@@ -292,22 +305,21 @@ class WebSocket(trio.abc.Channel[Message]):
         self,
         code: int,
         reason: str,
-        *,
         initiator: Literal["local", "peer"],
         cause: str | None = None,
+        *,
+        failure: bool = False,
         send_frame: bool = True,
     ) -> None:
+        """Start the closing handshake (once). ``failure``: the library fails
+        the connection (protocol error, message too big, keepalive timeout);
+        its own code then stays in close_info whatever the peer replies."""
         if self._closing.is_set():
             return
         self._close_deadline = trio.current_time() + self._options.close_seconds
-        if initiator == "local" and cause is None:
-            # Provisional: the peer's reply replaces it when it comes.
-            self._awaiting_reply = True
-            self._close_info = CloseInfo(
-                CloseCode.ABNORMAL_CLOSURE, "", "local", "no close frame received in reply"
-            )
-        else:
-            self._close_info = CloseInfo(code, reason, initiator, cause)
+        self._close_info = CloseInfo(code, reason, initiator, cause)
+        # After a graceful close of ours, the peer's reply settles the code.
+        self._awaiting_reply = initiator == "local" and send_frame and not failure
         if send_frame:
             self._close_frame = (code, reason)
         self._closing.set()
@@ -325,14 +337,15 @@ class WebSocket(trio.abc.Channel[Message]):
             if self._awaiting_reply:
                 # The peer's reply to our close: its code is the one that counts.
                 self._awaiting_reply = False
-                self._close_info = CloseInfo(item.code, item.reason, "local")
+                assert self._close_info is not None
+                cause = self._close_info.cause
+                self._close_info = CloseInfo(item.code, item.reason, "local", cause)
             elif not self._closing.is_set():
-                self._start_closing(item.code, item.reason, initiator="peer")
+                self._start_closing(item.code, item.reason, "peer")
             self._close_settled.set()
         elif kind is Failure:
             assert isinstance(item, Failure)
-            self._log.info("failing connection: %s (%d)", item.reason, item.code)
-            self._start_closing(item.code, item.reason, initiator="local", cause=item.reason)
+            self._start_closing(item.code, item.reason, "local", item.cause, failure=True)
             if not item.parser_usable:
                 self._close_settled.set()
 
@@ -341,9 +354,7 @@ class WebSocket(trio.abc.Channel[Message]):
             cause = "connection lost without a close frame"
             if error is not None:
                 cause += f" ({error.__class__.__name__}: {error})"
-            self._start_closing(
-                CloseCode.ABNORMAL_CLOSURE, "", initiator="peer", cause=cause, send_frame=False
-            )
+            self._start_closing(CloseCode.ABNORMAL_CLOSURE, "", "peer", cause, send_frame=False)
         self._close_settled.set()
 
     def _on_broken(self, error: BaseException) -> None:
@@ -399,6 +410,8 @@ class WebSocket(trio.abc.Channel[Message]):
                 nursery.start_soon(self._guard, self._reader.run)
                 nursery.start_soon(self._guard, self._writer.run)
                 nursery.start_soon(self._guard, self._closer)
+                if self._options.ping_interval is not None:
+                    nursery.start_soon(self._guard, self._keepalive)
                 task_status.started()
 
     async def _guard(self, task: Any) -> None:
@@ -407,6 +420,38 @@ class WebSocket(trio.abc.Channel[Message]):
         except Exception:
             self._log.exception("internal error; aborting the connection")
             await self._abort("internal error")
+
+    async def _keepalive(self) -> None:
+        """Ping every ``ping_interval``; fail the connection with 1011 when a
+        pong (or the ping's own write) takes longer than ``ping_timeout``."""
+        assert self._options.ping_interval is not None
+        timeout = self._options.ping_seconds
+        while not self._closing.is_set():
+            await trio.sleep(self._options.ping_interval)
+            if not await self._keepalive_ping(timeout):
+                self._start_closing(
+                    CloseCode.INTERNAL_ERROR,
+                    "keepalive timeout",
+                    "local",
+                    f"keepalive timeout: no pong within {timeout:g} s",
+                    failure=True,
+                )
+                return
+
+    async def _keepalive_ping(self, limit: float) -> bool:
+        """One keepalive ping: False when it timed out. Time spent with reading
+        paused (the application's queue is full) does not count: the peer's
+        pong may be waiting behind messages we chose not to read yet."""
+        while True:
+            with trio.move_on_after(limit):
+                try:
+                    await self.ping()
+                except ConnectionClosed:
+                    pass  # closing anyway: nothing for keepalive to do
+                return True
+            if not self._reader.paused:
+                return False
+            await self._reader.wait_unpaused()
 
     async def _closer(self) -> None:
         await self._closing.wait()

@@ -20,6 +20,8 @@ __all__ = [
     "HandshakeTimeout",
     "InvalidHandshake",
     "InvalidURL",
+    "PoolTimeout",
+    "ReconnectFailed",
     "TLSError",
     "WebSocketError",
     "consists_of",
@@ -73,6 +75,23 @@ class ConnectionRejected(HandshakeError):
         self.headers = headers
         #: The response body (possibly truncated at 64 KiB).
         self.body = body
+
+
+class ReconnectFailed(HandshakeError):
+    """:func:`reconnect` gave up: ``max_attempts`` attempts in a row failed.
+    ``__cause__`` is the last attempt's error."""
+
+    def __init__(self, url: str, attempts: int, last_error: BaseException) -> None:
+        super().__init__(f"{url}: gave up after {attempts} failed attempts: {last_error}")
+        #: The URL that could not be reached.
+        self.url = url
+        #: How many attempts failed in a row.
+        self.attempts = attempts
+
+
+class PoolTimeout(WebSocketError, trio.TooSlowError):
+    """:meth:`ConnectionPool.acquire` found no free connection, and could not
+    open one, within its ``timeout``."""
 
 
 class ConnectionClosed(WebSocketError):

@@ -55,11 +55,26 @@ class Options:
     #: application catches up, so memory stays bounded (about
     #: ``max_queue * max_message_size`` at worst).
     max_queue: int = attrs.field(default=16, validator=_positive_int)
+    #: Seconds between keepalive pings; ``None`` sends none. Keepalive is what
+    #: notices a peer that vanished without closing (a laptop that slept, a
+    #: NAT that dropped its state).
+    ping_interval: float | None = attrs.field(default=20.0, validator=_positive_or_none)
+    #: Seconds a keepalive ping may take, its own write included, before the
+    #: connection is closed with 1011 "keepalive timeout" (and aborted if even
+    #: the close frame cannot be written within ``close_timeout``). The clock
+    #: stops while the library is not reading because ``max_queue`` is full:
+    #: an application that is busy is not a dead peer. ``None``: wait forever.
+    ping_timeout: float | None = attrs.field(default=20.0, validator=_positive_or_none)
 
     @property
     def close_seconds(self) -> float:
         """``close_timeout`` as a number (infinity for None)."""
         return math.inf if self.close_timeout is None else self.close_timeout
+
+    @property
+    def ping_seconds(self) -> float:
+        """``ping_timeout`` as a number (infinity for None)."""
+        return math.inf if self.ping_timeout is None else self.ping_timeout
 
     @property
     def open_seconds(self) -> float:

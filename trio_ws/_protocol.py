@@ -68,6 +68,15 @@ class Failure:
     reason: str
     parser_usable: bool
 
+    @property
+    def cause(self) -> str:
+        """The explanation kept in the connection's CloseInfo."""
+        if self.code == CloseCode.PROTOCOL_ERROR:
+            return f"protocol error: {self.reason}"
+        if self.code == CloseCode.INVALID_PAYLOAD:
+            return f"invalid UTF-8: {self.reason}"
+        return self.reason
+
 
 Incoming = str | bytes | PingReceived | PongReceived | CloseReceived | Failure
 

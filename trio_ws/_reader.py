@@ -76,12 +76,23 @@ class Reader:
         self.eof = False
         #: Set at the same time as ``eof``.
         self.eof_event = trio.Event()
+        self._unpaused = trio.Event()
+        self._unpaused.set()
         #: True while closing: the reader task reads at once, whatever else.
         self._urgent = False
         #: Messages dropped because they arrived after the queue was ended.
         self.discarded = 0
         #: Bytes read from the stream.
         self.bytes_read = 0
+
+    @property
+    def paused(self) -> bool:
+        """True while nothing is read because the message queue is full."""
+        return not self._unpaused.is_set()
+
+    async def wait_unpaused(self) -> None:
+        """Wait until reading resumes (returns at once when not paused)."""
+        await self._unpaused.wait()
 
     @property
     def queued(self) -> int:
@@ -192,7 +203,11 @@ class Reader:
             if not self._urgent:
                 if len(self._messages) >= self._max_queue and not self.ended:
                     self._task_wait = _Wait.SPACE
-                    await lot.park()
+                    self._unpaused = trio.Event()
+                    try:
+                        await lot.park()
+                    finally:
+                        self._unpaused.set()
                     continue
                 if self._direct:
                     if self._receivers:

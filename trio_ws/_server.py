@@ -130,6 +130,7 @@ class Server:
     async def _run_handler(self, ws: WebSocket) -> None:
         code: int = CloseCode.NORMAL_CLOSURE
         reason = ""
+        cause: str | None = None
         try:
             await self._handler(ws)
         except BaseException as exc:
@@ -142,14 +143,15 @@ class Server:
                     raise  # KeyboardInterrupt and the like
                 ws._log.error("connection handler raised", exc_info=failure)
                 code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+                cause = f"application error: handler raised {failure!r}"
             if cancelled is not None:
                 raise cancelled from None
         finally:
             if trio.current_effective_deadline() == -math.inf:
                 # The server is being cancelled (shut down).
-                code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
+                code, reason, cause = CloseCode.GOING_AWAY, _SHUTDOWN_REASON, "server shutdown"
             with trio.CancelScope(shield=True):
-                await ws.aclose(code, reason)
+                await ws._close(code, reason, cause)
 
 
 async def serve(

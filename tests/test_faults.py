@@ -1,0 +1,140 @@
+"""Faults: peers that vanish, stall or reset, and storms of cancellation."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import struct
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from conftest import Pair, Recorder, start_server
+from rawpeer import RawClient
+
+import trio_ws
+
+
+def stamped(number: int, size: int) -> bytes:
+    """A self-checking message: number, length, digest, padding."""
+    body = bytes([number % 251]) * size
+    return struct.pack("!II", number, size) + hashlib.sha256(body).digest()[:8] + body
+
+
+def check(message: str | bytes) -> int:
+    assert isinstance(message, bytes)
+    number, size = struct.unpack("!II", message[:8])
+    body = message[16:]
+    assert len(body) == size
+    assert hashlib.sha256(body).digest()[:8] == message[8:16]
+    return int(number)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_cancellation_storm_leaves_the_connection_usable(
+    pair_factory: Any, autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    # Keepalive is off: with tiny socket buffers TCP falls back on zero-window
+    # probes, which run on the kernel's real clock while the mock clock races.
+    no_keepalive = {"ping_interval": None, "max_message_size": None}
+    pair: Pair = await pair_factory(
+        server_options={**no_keepalive, "max_queue": 4}, **no_keepalive
+    )
+    for ws in (pair.client, pair.server):
+        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    rng = random.Random(seed)
+    sent_ok: set[int] = set()
+    maybe_sent: set[int] = set()
+    received: list[int] = []
+    cancelled = {"send": 0, "receive": 0}
+
+    async def sender(number: int) -> None:
+        size = rng.choice([0, 10, 1000, 70000, 300000])
+        with trio.move_on_after(rng.uniform(0, 0.05)) as scope:
+            await pair.client.send(stamped(number, size))
+            sent_ok.add(number)
+        if scope.cancelled_caught:
+            cancelled["send"] += 1
+            maybe_sent.add(number)
+
+    async def receiver() -> None:
+        with trio.move_on_after(rng.uniform(0, 0.05)) as scope:
+            received.append(check(await pair.server.receive()))
+        cancelled["receive"] += scope.cancelled_caught
+
+    async with trio.open_nursery() as nursery:
+        for number in range(300):
+            nursery.start_soon(sender, number)
+            nursery.start_soon(receiver)
+    assert cancelled["send"] > 10
+    assert cancelled["receive"] > 10
+    # The connection still works both ways afterwards, and every message the
+    # server got was whole: no partial frame from any cancelled send.
+    await pair.client.send(stamped(10**6, 5))
+    while (number := check(await pair.server.receive())) != 10**6:
+        received.append(number)
+    await pair.server.send("and back")
+    assert await pair.client.receive() == "and back"
+    assert len(received) == len(set(received))
+    assert sent_ok <= set(received)
+    assert set(received) <= sent_ok | maybe_sent
+    await pair.client.aclose()
+    assert pair.client.close_code == 1000
+
+
+async def test_cancelled_pings_do_not_break_anything(
+    pair_factory: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    pair: Pair = await pair_factory()
+
+    async def pinger() -> None:
+        with trio.move_on_after(random.uniform(0, 0.001)):
+            await pair.client.ping()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(pinger)
+    assert not pair.client._pings  # no waiter left behind
+    assert await pair.client.ping() >= 0
+
+
+async def test_peer_that_vanishes_mid_message(nursery: trio.Nursery) -> None:
+    recorder = Recorder()
+    server = await start_server(nursery, recorder)
+    raw = await RawClient.connect(server.port)
+    ws = await recorder.connection()
+    # Half a frame, then the TCP connection is gone.
+    from rawpeer import BINARY, frame
+
+    await raw.send(frame(BINARY, b"x" * 1000)[:300])
+    await raw.aclose()
+    with pytest.raises(trio_ws.ConnectionClosed) as info:
+        await ws.receive()
+    assert info.value.code == 1006
+    assert "without a close frame" in (info.value.info.cause or "")
+
+
+async def test_reset_during_a_blocked_send(nursery: trio.Nursery) -> None:
+    failures: list[trio_ws.ConnectionClosed] = []
+
+    async def firehose(ws: trio_ws.WebSocket) -> None:
+        try:
+            while True:
+                await ws.send(b"x" * 65536)
+        except trio_ws.ConnectionClosed as exc:
+            failures.append(exc)
+
+    recorder = Recorder(firehose)
+    server = await start_server(nursery, recorder)
+    raw = await RawClient.connect(server.port)
+    raw.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await raw.next_event()  # the server is sending; it soon blocks on our full window
+    raw.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.stream.socket.close()  # RST
+    info = await recorder.closed()
+    assert info.code == 1006
+    assert failures
+    assert failures[0].info.code == 1006
