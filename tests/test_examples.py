@@ -31,6 +31,7 @@ TESTED = {
     "health_check.py",
     "background_connection.py",
     "tls_echo.py",
+    "reconnecting_client.py",
 }
 
 
@@ -265,3 +266,40 @@ def test_tls_echo_without_trustme(tmp_path: Path) -> None:
     env = {**ENV, "PYTHONPATH": str(tmp_path)}
     out = ok(run("tls_echo.py", env=env))
     assert out == "this example needs trustme for a throwaway certificate: pip install trustme\n"
+
+
+# -- reconnecting_client.py --------------------------------------------------
+
+
+def test_reconnecting_client_carries_on_across_a_restart() -> None:
+    out = ok(run("reconnecting_client.py"))
+    match = re.match(r"no URL given: started an echo server on port (\d+)\n", out)
+    assert match, out
+    port = match[1]
+    before, restart, after = out.partition("server: stopping\n")
+    assert restart, out
+    assert f"connected to ws://127.0.0.1:{port}/ (connection #1)\n" in before
+    for n in (1, 2, 3):
+        assert f"  echoed: 'message {n}'\n" in before
+    # The server went away; the client noticed, retried, and went on counting.
+    assert after.startswith(
+        "connection lost: peer closed the connection with 1001 (going away) "
+        "'server shutting down'\n"
+    )
+    assert re.search(r"attempt 1 failed: ConnectFailed; retrying in \d+\.\d\d s\n", after)
+    assert f"server: started again on port {port}\n" in after
+    resumed = after.split(f"connected to ws://127.0.0.1:{port}/ (connection #2)\n")[1]
+    assert resumed == (
+        "  echoed: 'message 4'\n"
+        "  echoed: 'message 5'\n"
+        "  echoed: 'message 6'\n"
+        "done: 6 messages echoed over 2 connections\n"
+    )
+    # Given a URL where nothing listens, it gives up after --max-attempts.
+    sock, refused = refused_port()
+    with sock:
+        result = run("reconnecting_client.py", f"ws://127.0.0.1:{refused}/", "--max-attempts", "2")
+    assert result.returncode == 1
+    assert result.stdout.startswith("attempt 1 failed: ConnectFailed; retrying in ")
+    assert "gave up after 2 failed attempts" in result.stderr
+    assert "Traceback" not in result.stderr

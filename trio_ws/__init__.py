@@ -18,16 +18,20 @@ from ._errors import (
 )
 from ._http import Accept, Headers, Request, Response
 from ._options import Options
+from ._pool import ConnectionPool, open_pool
+from ._reconnect import Backoff, Reconnecting, reconnect
 from ._server import Handler, Server, serve
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Accept",
+    "Backoff",
     "CloseCode",
     "CloseInfo",
     "ConnectFailed",
     "ConnectionClosed",
+    "ConnectionPool",
     "ConnectionRejected",
     "Handler",
     "HandshakeError",
@@ -38,6 +42,7 @@ __all__ = [
     "Options",
     "PoolTimeout",
     "ReconnectFailed",
+    "Reconnecting",
     "Request",
     "Response",
     "Server",
@@ -46,6 +51,8 @@ __all__ = [
     "WebSocketError",
     "__version__",
     "connect",
+    "open_pool",
+    "reconnect",
     "serve",
     "start_connection",
 ]

@@ -11,11 +11,11 @@ from typing import Any
 import trio
 
 from ._client_handshake import open_websocket_stream
-from ._close import CloseCode
 from ._connection import WebSocket
-from ._errors import ConnectionClosed, HandshakeTimeout, consists_of
+from ._errors import HandshakeTimeout
 from ._http import HeadersLike
 from ._options import Options
+from ._owner import OwnedNursery, close_for_exit
 from ._url import parse_url
 
 __all__ = ["connect", "start_connection"]
@@ -39,21 +39,6 @@ async def _open(
         )
     assert scope.cancelled_caught
     raise HandshakeTimeout(f"{url}: not connected within open_timeout={options.open_timeout}s")
-
-
-def _exit_code(exc: BaseException | None) -> tuple[int, str, str | None]:
-    """The close frame (and its explanation) to send when the block that used
-    a connection ends."""
-    if exc is None or consists_of(exc, ConnectionClosed):
-        return CloseCode.NORMAL_CLOSURE, "", None
-    if consists_of(exc, (trio.Cancelled, ConnectionClosed)):
-        return CloseCode.GOING_AWAY, "", "the block using the connection was cancelled"
-    return CloseCode.INTERNAL_ERROR, "client error", f"application error: {exc!r}"
-
-
-async def _close_quietly(ws: WebSocket, exc: BaseException | None) -> None:
-    with trio.CancelScope(shield=True):
-        await ws._close(*_exit_code(exc))
 
 
 class connect:
@@ -100,7 +85,7 @@ class connect:
         self._ssl_context = ssl_context
         self._options = Options(**options)
         self._ws: WebSocket | None = None
-        self._nursery_manager: Any = None
+        self._owner = OwnedNursery()
 
     async def __aenter__(self) -> WebSocket:
         if self._ws is not None:
@@ -108,19 +93,9 @@ class connect:
         ws = await _open(
             self._url, self._subprotocols, self._headers, self._ssl_context, self._options
         )
-        # The body of the block runs inside this nursery (so the background
-        # tasks cannot outlive it), but its exceptions are not passed through
-        # the nursery: they propagate unchanged from __aexit__.
-        manager = trio.open_nursery()
-        nursery = await manager.__aenter__()
-        try:
-            await nursery.start(ws._run_background)
-        except BaseException as exc:  # pragma: no cover - start() cannot fail
-            await ws._abort("could not start")
-            await manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+        nursery = await self._owner.open()
+        await nursery.start(ws._run_background)
         self._ws = ws
-        self._nursery_manager = manager
         return ws
 
     async def __aexit__(
@@ -131,9 +106,9 @@ class connect:
     ) -> None:
         assert self._ws is not None
         try:
-            await _close_quietly(self._ws, exc)
+            await close_for_exit(self._ws, exc)
         finally:
-            await self._nursery_manager.__aexit__(None, None, None)
+            await self._owner.close()
 
 
 async def _run_client(
@@ -156,7 +131,7 @@ async def _run_client(
             error = exc
             raise
         finally:
-            await _close_quietly(ws, error)
+            await close_for_exit(ws, error)
 
 
 async def start_connection(

@@ -155,6 +155,12 @@ class WebSocket(trio.abc.Channel[Message]):
         return None if info is None else info.reason
 
     @property
+    def closing(self) -> bool:
+        """True once the connection is closing or closed: no more messages can
+        be sent, and none will arrive beyond those already buffered."""
+        return self._closing.is_set()
+
+    @property
     def closed(self) -> bool:
         """True once the connection is closed (closing handshake over, stream closed)."""
         return self._closed.is_set()

@@ -7,14 +7,27 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Options"]
+__all__ = ["Options", "at_least_one", "check_connect_options", "positive"]
+
+#: Keyword arguments of connect() and start_connection() that are not Options.
+_CONNECTION_ARGUMENTS = frozenset({"subprotocols", "headers", "ssl_context"})
+
+
+def positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator: a positive number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
+
+
+def at_least_one(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator: a number >= 1."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 1:
+        raise ValueError(f"{attribute.name} must be a number >= 1, not {value!r}")
 
 
 def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{attribute.name} must be a positive number or None, not {value!r}")
+    if value is not None:
+        positive(_, attribute, value)
 
 
 def _positive_int_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -80,3 +93,9 @@ class Options:
     def open_seconds(self) -> float:
         """``open_timeout`` as a number (infinity for None)."""
         return math.inf if self.open_timeout is None else self.open_timeout
+
+
+def check_connect_options(connect_options: dict[str, Any]) -> None:
+    """Raise now, not at the first connection attempt, for unknown or invalid
+    keyword arguments of :func:`connect`."""
+    Options(**{k: v for k, v in connect_options.items() if k not in _CONNECTION_ARGUMENTS})
