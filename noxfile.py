@@ -50,3 +50,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: trio_ws side by side with its peers, medians and ratios."""
     session.install("-e", ".", *PEERS)
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/stalled_writer.py", "--rounds", "2")

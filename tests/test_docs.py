@@ -26,9 +26,9 @@ import pytest
 import trio_ws
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-#: Pages written elsewhere: links to them may precede them, and they need
+#: Pages that report measurements rather than explain a feature: they need
 #: no runnable block of their own.
-OTHER_OWNERS = {"performance.md"}
+MEASUREMENTS = {"performance.md", "conformance.md"}
 #: Seconds one documentation program may take.
 TIMEOUT = 15
 
@@ -117,7 +117,7 @@ def test_documented_program_runs(block: Block, tmp_path: Path) -> None:
         assert_output_matches(result.stdout, block.expected)
 
 
-@pytest.mark.parametrize("page", [p.name for p in pages() if p.name not in OTHER_OWNERS])
+@pytest.mark.parametrize("page", [p.name for p in pages() if p.name not in MEASUREMENTS])
 def test_every_page_has_a_runnable_program(page: str) -> None:
     assert runnable_blocks(DOCS / page), f"{page} has no complete program"
 
@@ -157,7 +157,7 @@ def test_slug() -> None:
     assert _slug("Headers, Request, Response, Accept") == "headers-request-response-accept"
 
 
-@pytest.mark.parametrize("page", [p.name for p in pages() if p.name not in OTHER_OWNERS])
+@pytest.mark.parametrize("page", [p.name for p in pages()])
 def test_relative_links_resolve(page: str) -> None:
     path = DOCS / page
     text = _FENCE.sub("", path.read_text(encoding="utf-8"))
@@ -166,8 +166,6 @@ def test_relative_links_resolve(page: str) -> None:
             continue  # an external link
         file_part, _, anchor = target.partition("#")
         linked = (path.parent / file_part).resolve() if file_part else path
-        if linked.name in OTHER_OWNERS and not linked.exists():
-            continue
         assert linked.exists(), f"{page}: broken link {target}"
         if anchor:
             assert anchor in _anchors(linked), f"{page}: no heading for {target}"

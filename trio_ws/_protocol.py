@@ -22,6 +22,7 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
+from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
 
 __all__ = [

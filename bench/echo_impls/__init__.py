@@ -79,6 +79,13 @@ IMPLS: tuple[Impl, ...] = (
         (("trio_ws", "-e ."),),
     ),
     Impl(
+        "trio_ws_pure",
+        "trio_ws (no C accelerator)",
+        "trio_ws_pure_echo",
+        "trio",
+        (("trio_ws", "-e ."),),
+    ),
+    Impl(
         "websockets_trio",
         "websockets.trio",
         "websockets_trio_echo",
