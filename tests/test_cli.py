@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import pytest
 import trio
 from conftest import start_server, url_of
 
@@ -113,3 +114,47 @@ async def test_run_client_stops_when_the_server_closes(nursery: trio.Nursery) ->
     assert status == 0
     assert "< <40 bytes: " in out.getvalue()
     assert "peer closed the connection with 1001" in out.getvalue()
+
+
+async def test_run_demo_in_process() -> None:
+    from trio_ws._cli import run_demo
+
+    out = io.StringIO()
+    await run_demo(out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("1. echo server started: ws://127.0.0.1:")
+    assert lines[-1].startswith("9. server stopped")
+
+
+async def test_run_server_in_process() -> None:
+    from trio_ws._cli import run_server
+
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(run_server, "127.0.0.1", 0, out)
+        url = out.getvalue().split()[4]
+        assert url == f"ws://127.0.0.1:{server.port}/"
+        async with trio_ws.connect(url) as ws:
+            await ws.send("cli echo")
+            assert await ws.receive() == "cli echo"
+        nursery.cancel_scope.cancel()
+
+
+def test_main_parses_and_dispatches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trio_ws import _cli
+
+    calls = []
+    monkeypatch.setattr(_cli.trio, "run", lambda fn, *args: calls.append((fn.__name__, args)))
+    assert _cli.main(["demo"]) == 0
+    assert _cli.main(["serve", "--port", "9"]) == 0
+    assert calls[0][0] == "run_demo"
+    assert calls[1][0] == "run_server"
+    assert calls[1][1][:2] == ("127.0.0.1", 9)
+
+    def interrupted(fn: object, *args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli.trio, "run", interrupted)
+    assert _cli.main(["demo"]) == 130
+    with pytest.raises(SystemExit):
+        _cli.main([])

@@ -439,3 +439,73 @@ async def test_deadline_per_conversation(
         with trio.fail_after(3.5):
             await ws.send("b")
             assert [await ws.receive() for _ in range(3)] == ["b 0", "b 1", "b 2"]
+
+
+async def test_queued_sends_fail_cleanly_when_the_close_starts(pair_factory: Any) -> None:
+    pair: Pair = await pair_factory(server_options={"max_queue": 1})
+    _shrink_buffers(pair.client)
+    _shrink_buffers(pair.server)
+    outcomes: list[str] = []
+
+    async def sender(i: int) -> None:
+        try:
+            await pair.client.send(b"x" * 100_000)
+            outcomes.append("sent")
+        except trio_ws.ConnectionClosed as exc:
+            outcomes.append(f"closed {exc.code}")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(sender, i)
+        # The server reads nothing, so most sends are queued behind a blocked
+        # one when the server closes the connection.
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(pair.server.aclose, 1001, "bye")
+        while True:  # drain, so that the close frame can get through
+            try:
+                await pair.server.receive()
+            except trio_ws.ConnectionClosed:
+                break
+    assert len(outcomes) == 10
+    assert "closed 1001" in outcomes
+    assert set(outcomes) <= {"sent", "closed 1001"}
+
+
+async def test_tls_peer_reset_during_a_blocked_send(nursery: trio.Nursery, tls: Any) -> None:
+    failures: list[trio_ws.ConnectionClosed] = []
+
+    async def firehose(ws: trio_ws.WebSocket) -> None:
+        try:
+            while True:
+                await ws.send(b"x" * 65536)
+        except trio_ws.ConnectionClosed as exc:
+            failures.append(exc)
+
+    recorder = Recorder(firehose)
+    server = await start_server(nursery, recorder, ssl_context=tls.server_context)
+    client = await trio_ws.start_connection(
+        nursery, f"wss://127.0.0.1:{server.port}/", ssl_context=tls.client_context
+    )
+    await client.receive()  # the server is sending; it will soon block
+    raw = client._stream.transport_stream.socket
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01" + b"\x00" * 7)
+    raw.close()  # RST under the TLS stream
+    info = await recorder.closed()
+    assert info.code == 1006
+    assert failures
+    assert failures[0].code == 1006
+
+
+async def test_ping_payloads_cannot_be_shared(nursery: trio.Nursery) -> None:
+    recorder = Recorder()
+    server = await start_server(nursery, recorder)
+    raw = await RawClient.connect(server.port)  # never reads: pings go unanswered
+    ws = await recorder.connection()
+    async with trio.open_nursery() as pinging:
+        pinging.start_soon(ws.ping, b"same")
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(ValueError, match="already waiting"):
+            await ws.ping(b"same")
+        pinging.cancel_scope.cancel()
+    assert not ws._pings  # the cancelled ping left nothing behind
+    await raw.aclose()

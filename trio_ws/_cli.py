@@ -35,7 +35,13 @@ def _show(message: str | bytes) -> str:
 # -- serve -------------------------------------------------------------------
 
 
-async def run_server(host: str, port: int, out: TextIO) -> None:
+async def run_server(
+    host: str,
+    port: int,
+    out: TextIO,
+    *,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run the echo server until cancelled (Ctrl-C)."""
     async with trio.open_nursery() as nursery:
         server: Server = await nursery.start(functools.partial(serve, echo, host, port))
@@ -43,6 +49,7 @@ async def run_server(host: str, port: int, out: TextIO) -> None:
             shown = f"[{host}]" if ":" in host else host
             print(f"echo server listening on ws://{shown}:{bound}/ (Ctrl-C to stop)", file=out)
         out.flush()
+        task_status.started(server)
 
 
 # -- connect -----------------------------------------------------------------

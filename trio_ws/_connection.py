@@ -477,7 +477,10 @@ class WebSocket(trio.abc.Channel[Message]):
                     pass
             if self._client or isinstance(self._stream, trio.abc.HalfCloseableStream):
                 await self._reader.eof_event.wait()
-            await self._stream.aclose()
+            try:
+                await self._stream.aclose()
+            except STREAM_ERRORS:
+                pass  # already closed or broken underneath: closed all the same
         if scope.cancelled_caught:
             if self._awaiting_reply:
                 await self._abort("closing handshake timed out")

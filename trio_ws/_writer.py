@@ -209,18 +209,27 @@ class Writer:
                         continue
                     job.state = _State.STARTED
                     try:
-                        data = self._encode(job.kind, job.payload)
-                    except Exception as exc:
-                        self._finish(job, outcome.Error(exc))
-                        continue
-                    if data is not None:
-                        await self._stream.send_all(data)
-                        self.frames_written += 1
-                    self._finish(job, outcome.Value(None))
+                        await self._write_job(job)
+                    finally:
+                        if job.task is not None:
+                            # The stream broke or this task was cancelled (the
+                            # connection is going away): release the caller.
+                            self._finish(job, outcome.Error(NotOpen()))
             except STREAM_ERRORS as exc:
                 self._break(exc)
             finally:
                 self._busy = False
+
+    async def _write_job(self, job: _Job) -> None:
+        try:
+            data = self._encode(job.kind, job.payload)
+        except Exception as exc:
+            self._finish(job, outcome.Error(exc))
+            return
+        if data is not None:
+            await self._stream.send_all(data)
+            self.frames_written += 1
+        self._finish(job, outcome.Value(None))
 
     @staticmethod
     def _finish(job: _Job, result: outcome.Outcome[None]) -> None:
