@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import trio
@@ -77,16 +76,22 @@ def test_connect_to_nothing_fails_cleanly() -> None:
 
 
 async def test_run_client_prints_what_arrives(echo_server: Server) -> None:
-    out = io.StringIO()
+    echoes_back = threading.Event()
+
+    class Output(io.StringIO):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if "< world" in self.getvalue():
+                echoes_back.set()
+            return written
+
+    out = Output()
     lines = iter(["hello\n", "world\n"])
-    sent = []
 
     def read_line() -> str:
         line = next(lines, "")
         if not line:
-            # Give the echoes time to come back before end of input.
-            time.sleep(0.2)
-        sent.append(line)
+            echoes_back.wait(10)  # end of input only once both echoes are printed
         return line
 
     status = await run_client(url_of(echo_server), read_line, out)

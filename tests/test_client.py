@@ -325,7 +325,8 @@ async def test_operations_on_a_closing_connection_can_be_cancelled(
     port = await _tcp_server(nursery, silent)
     ws = await trio_ws.start_connection(nursery, f"ws://127.0.0.1:{port}/", close_timeout=10)
     nursery.start_soon(ws.aclose)
-    await trio.sleep(0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert ws.closing
     for operation in (ws.send("x"), ws.receive(), ws.ping()):
         start = trio.current_time()
         with trio.move_on_after(0.5) as scope:

@@ -152,3 +152,45 @@ async def test_reset_during_a_blocked_send(nursery: trio.Nursery) -> None:
     assert info.code == 1006
     assert failures
     assert failures[0].info.code == 1006
+
+
+async def test_silent_drop_is_detected_by_keepalive(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A proxy between client and server forwards everything, then starts
+    swallowing every byte in both directions without closing anything: the
+    network black-holes the connection. Both keepalives must notice."""
+    recorder = Recorder()
+    options = {"ping_interval": 2, "ping_timeout": 2, "close_timeout": 2}
+    server = await start_server(nursery, recorder, **options)
+    black_hole = trio.Event()
+
+    async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        while data := await source.receive_some(65536):
+            if not black_hole.is_set():
+                await sink.send_all(data)
+
+    async def proxy(downstream: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with upstream, downstream, trio.open_nursery() as pumps:
+            pumps.start_soon(pump, downstream, upstream)
+            pumps.start_soon(pump, upstream, downstream)
+
+    import functools
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, proxy, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    async with trio_ws.connect(f"ws://127.0.0.1:{port}/", **options) as ws:
+        await ws.ping()
+        black_hole.set()
+        start = trio.current_time()
+        with pytest.raises(trio_ws.ConnectionClosed):
+            await ws.receive()
+        elapsed = trio.current_time() - start
+    assert ws.close_info is not None
+    assert ws.close_info.code == 1011
+    assert ws.close_info.cause == "keepalive timeout: no pong within 2 s"
+    assert elapsed <= 2 + 2 + 2 + 0.1
+    info = await recorder.closed()
+    assert info.code == 1011
+    assert info.initiator == "local"

@@ -416,3 +416,38 @@ async def test_wrong_version_message_is_ours(echo_server: trio_ws.Server) -> Non
     )
     assert b"only 13" in answer
     assert b"sec-websocket-version: 13" in answer.lower()
+
+
+async def test_serve_called_directly_serves_until_cancelled() -> None:
+    import socket as socketlib
+
+    with socketlib.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio_ws.serve, echo, "127.0.0.1", port)
+        await trio.testing.wait_all_tasks_blocked()
+        async with trio_ws.connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send("direct")
+            assert await ws.receive() == "direct"
+        nursery.cancel_scope.cancel()
+
+
+async def test_each_close_is_logged_once_at_info(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder(echo)
+    server = await start_server(nursery, recorder)
+    with caplog.at_level(logging.INFO, logger="trio_ws"):
+        async with trio_ws.connect(url_of(server)) as ws:
+            remote = await recorder.connection()
+            await ws.send("x")
+            await ws.receive()
+        await recorder.closed()
+    lines = [r.getMessage() for r in caplog.records if "closed the connection" in r.getMessage()]
+    assert sorted(lines) == sorted(
+        [
+            f"[conn {ws.id}] we closed the connection with 1000 (normal closure)",
+            f"[conn {remote.id}] peer closed the connection with 1000 (normal closure)",
+        ]
+    )
