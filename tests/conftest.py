@@ -84,6 +84,23 @@ class Recorder:
         return await self._closes[1].receive()
 
 
+class Firehose:
+    """A handler that sends 64 KiB messages until the connection closes;
+    ``sent`` counts them and ``stopped_by`` holds the ConnectionClosed."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.stopped_by: trio_ws.ConnectionClosed | None = None
+
+    async def __call__(self, ws: trio_ws.WebSocket) -> None:
+        try:
+            while True:
+                await ws.send(b"x" * 65536)
+                self.sent += 1
+        except trio_ws.ConnectionClosed as exc:
+            self.stopped_by = exc
+
+
 class Pair:
     """Both ends of one loopback connection: ``client`` and ``server``."""
 

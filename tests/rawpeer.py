@@ -20,6 +20,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import generate_accept_token
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
@@ -116,3 +117,21 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def raw_accept(stream: trio.SocketStream, extra: bytes = b"", then: bytes = b"") -> None:
+    """Act as a bare server: read the client's request, answer 101 with the
+    right accept key plus ``extra`` header lines, then send ``then`` (frames)
+    in the same write, and stay silent forever."""
+    request = await stream.receive_some(65536)
+    key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+    await stream.send_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+        + generate_accept_token(key)
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + then
+    )
+    await trio.sleep_forever()

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import echo, start_server, url_of
+from rawpeer import raw_accept
 
 import trio_ws
 
@@ -202,18 +203,7 @@ async def test_invalid_handshake_answers(nursery: trio.Nursery, answer: bytes) -
 
 async def test_unoffered_subprotocol_is_invalid(nursery: trio.Nursery) -> None:
     # A server that sends a subprotocol the client never offered.
-    async def liar(stream: trio.SocketStream) -> None:
-        from wsproto.utilities import generate_accept_token
-
-        request = await stream.receive_some(65536)
-        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
-        await stream.send_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-            + generate_accept_token(key)
-            + b"\r\nSec-WebSocket-Protocol: surprise\r\n\r\n"
-        )
-        await trio.sleep_forever()
+    liar = functools.partial(raw_accept, extra=b"Sec-WebSocket-Protocol: surprise\r\n")
 
     port = await _tcp_server(nursery, liar)
     with pytest.raises(trio_ws.InvalidHandshake, match="surprise"):
@@ -274,18 +264,7 @@ async def test_connect_object_is_single_use(echo_server: trio_ws.Server) -> None
 
 
 async def test_frames_in_the_same_packet_as_the_101_are_kept(nursery: trio.Nursery) -> None:
-    from wsproto.utilities import generate_accept_token
-
-    async def eager(stream: trio.SocketStream) -> None:
-        request = await stream.receive_some(65536)
-        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
-        await stream.send_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-            + generate_accept_token(key)
-            + b"\r\n\r\n\x81\x05hello\x82\x01!"
-        )
-        await trio.sleep_forever()
+    eager = functools.partial(raw_accept, then=b"\x81\x05hello\x82\x01!")
 
     port = await _tcp_server(nursery, eager)
     async with trio_ws.connect(f"ws://127.0.0.1:{port}/", close_timeout=0.1) as ws:
@@ -306,21 +285,7 @@ async def test_cancelled_block_with_inner_nursery_closes_with_1001(nursery: trio
 async def test_operations_on_a_closing_connection_can_be_cancelled(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from rawpeer import RawClient  # noqa: F401 - documents the peer's role
-
-    async def silent(stream: trio.SocketStream) -> None:
-        # Completes the handshake, then never answers anything.
-        from wsproto.utilities import generate_accept_token
-
-        request = await stream.receive_some(65536)
-        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
-        await stream.send_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-            + generate_accept_token(key)
-            + b"\r\n\r\n"
-        )
-        await trio.sleep_forever()
+    silent = raw_accept  # completes the handshake, then never answers anything
 
     port = await _tcp_server(nursery, silent)
     ws = await trio_ws.start_connection(nursery, f"ws://127.0.0.1:{port}/", close_timeout=10)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import Pair, Recorder, echo, start_server, url_of
+from conftest import Firehose, Pair, Recorder, echo, start_server, url_of
 from rawpeer import RawClient
 
 import trio_ws
@@ -472,15 +472,7 @@ async def test_queued_sends_fail_cleanly_when_the_close_starts(pair_factory: Any
 
 
 async def test_tls_peer_reset_during_a_blocked_send(nursery: trio.Nursery, tls: Any) -> None:
-    failures: list[trio_ws.ConnectionClosed] = []
-
-    async def firehose(ws: trio_ws.WebSocket) -> None:
-        try:
-            while True:
-                await ws.send(b"x" * 65536)
-        except trio_ws.ConnectionClosed as exc:
-            failures.append(exc)
-
+    firehose = Firehose()
     recorder = Recorder(firehose)
     server = await start_server(nursery, recorder, ssl_context=tls.server_context)
     client = await trio_ws.start_connection(
@@ -492,8 +484,8 @@ async def test_tls_peer_reset_during_a_blocked_send(nursery: trio.Nursery, tls: 
     raw.close()  # RST under the TLS stream
     info = await recorder.closed()
     assert info.code == 1006
-    assert failures
-    assert failures[0].code == 1006
+    assert firehose.stopped_by is not None
+    assert firehose.stopped_by.code == 1006
 
 
 async def test_ping_payloads_cannot_be_shared(nursery: trio.Nursery) -> None:

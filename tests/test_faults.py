@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import Pair, Recorder, start_server
+from conftest import Firehose, Pair, Recorder, start_server
 from rawpeer import RawClient
 
 import trio_ws
@@ -132,15 +132,7 @@ async def test_peer_that_vanishes_mid_message(nursery: trio.Nursery) -> None:
 
 
 async def test_reset_during_a_blocked_send(nursery: trio.Nursery) -> None:
-    failures: list[trio_ws.ConnectionClosed] = []
-
-    async def firehose(ws: trio_ws.WebSocket) -> None:
-        try:
-            while True:
-                await ws.send(b"x" * 65536)
-        except trio_ws.ConnectionClosed as exc:
-            failures.append(exc)
-
+    firehose = Firehose()
     recorder = Recorder(firehose)
     server = await start_server(nursery, recorder)
     raw = await RawClient.connect(server.port)
@@ -150,8 +142,8 @@ async def test_reset_during_a_blocked_send(nursery: trio.Nursery) -> None:
     raw.stream.socket.close()  # RST
     info = await recorder.closed()
     assert info.code == 1006
-    assert failures
-    assert failures[0].info.code == 1006
+    assert firehose.stopped_by is not None
+    assert firehose.stopped_by.code == 1006
 
 
 async def test_silent_drop_is_detected_by_keepalive(

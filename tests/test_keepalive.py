@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import Pair, Recorder, start_server, url_of
+from conftest import Firehose, Pair, Recorder, start_server, url_of
 from rawpeer import RawClient
 
 import trio_ws
@@ -68,23 +68,12 @@ async def test_stalled_writer_is_closed_in_bounded_time(
     writes block (full TCP window) and the keepalive ping cannot even be
     written. The connection must still end within interval + timeout +
     close_timeout (+1 s)."""
-    sent = 0
-    failure: list[trio_ws.ConnectionClosed] = []
-
-    async def firehose(ws: trio_ws.WebSocket) -> None:
-        nonlocal sent
-        shrink(ws._stream.socket)
-        try:
-            while True:
-                await ws.send(b"x" * 65536)
-                sent += 1
-        except trio_ws.ConnectionClosed as exc:
-            failure.append(exc)
-
+    firehose = Firehose()
     recorder = Recorder(firehose)
     server = await start_server(nursery, recorder, **FAST)
     raw = await RawClient.connect(server.port)
     shrink(raw.stream.socket)
+    shrink((await recorder.connection())._stream.socket)
     start = trio.current_time()
     info = await recorder.closed()
     elapsed = trio.current_time() - start
@@ -92,9 +81,9 @@ async def test_stalled_writer_is_closed_in_bounded_time(
     assert info.code == 1011
     assert info.cause == "keepalive timeout: no pong within 1 s"
     # The blocked send was released with the close's explanation.
-    assert failure
-    assert failure[0].info == info
-    assert sent < 100  # the first 64 KiB may already block on a 4 KiB buffer
+    assert firehose.stopped_by is not None
+    assert firehose.stopped_by.info == info
+    assert firehose.sent < 100  # the first 64 KiB may already block on a 4 KiB buffer
     await raw.aclose()
 
 
