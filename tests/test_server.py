@@ -10,19 +10,9 @@ import trio
 import trio.testing
 from conftest import Recorder, all_tasks, echo, open_fds, start_server, url_of
 from rawpeer import CLOSE, RawClient, close_payload, frame
+from server_helpers import http_exchange
 
 import trio_ws
-
-
-async def http_exchange(port: int, request: bytes) -> bytes:
-    """Send raw bytes, return everything the server answers until it closes."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(request)
-    answer = b""
-    while data := await stream.receive_some(65536):
-        answer += data
-    await stream.aclose()
-    return answer
 
 
 async def test_port_zero_ports_and_connections(nursery: trio.Nursery) -> None:

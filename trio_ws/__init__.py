@@ -21,6 +21,7 @@ from ._options import Options
 from ._pool import ConnectionPool, open_pool
 from ._reconnect import Backoff, Reconnecting, reconnect
 from ._server import Handler, Server, serve
+from ._stats import ConnectionStats, ServerStats, Traffic
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionPool",
     "ConnectionRejected",
+    "ConnectionStats",
     "Handler",
     "HandshakeError",
     "HandshakeTimeout",
@@ -46,7 +48,9 @@ __all__ = [
     "Request",
     "Response",
     "Server",
+    "ServerStats",
     "TLSError",
+    "Traffic",
     "WebSocket",
     "WebSocketError",
     "__version__",

@@ -24,6 +24,7 @@ from ._protocol import (
     Protocol,
 )
 from ._reader import Reader
+from ._stats import ConnectionStats, Traffic
 from ._writer import STREAM_ERRORS, Kind, NotOpen, Writer
 
 __all__ = ["WebSocket"]
@@ -131,6 +132,27 @@ class WebSocket(trio.abc.Channel[Message]):
     def pending(self) -> int:
         """Messages received and buffered, not yet returned by :meth:`receive`."""
         return self._reader.queued
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of this connection's counters."""
+        return ConnectionStats(
+            traffic=self._traffic(),
+            pending_in=self._reader.queued,
+            pending_out=self._writer.queued,
+            pending_out_bytes=self._writer.queued_bytes,
+            latency=self.latency,
+        )
+
+    def _traffic(self) -> Traffic:
+        reader, writer = self._reader, self._writer
+        return Traffic(
+            reader.text_in,
+            reader.binary_in,
+            writer.text_out,
+            writer.binary_out,
+            reader.bytes_read,
+            writer.bytes_out,
+        )
 
     @property
     def is_client(self) -> bool:
@@ -365,6 +387,25 @@ class WebSocket(trio.abc.Channel[Message]):
 
     def _on_broken(self, error: BaseException) -> None:
         self._on_eof(error)
+
+    # -- the broadcast path (used by the hub) --------------------------------
+
+    def _enqueue(self, message: str | bytes, frame: bytes | None, size: int) -> None:
+        """Queue ``message`` for the writer task without waiting. ``frame`` is
+        its :func:`encode_shared` framing, written as is where this connection
+        allows; otherwise the message is framed here when written. Raises
+        :class:`NotOpen` once the stream is broken."""
+        if frame is not None and self._protocol.shares_frames:
+            self._writer.enqueue(Kind.FRAME, (frame, type(message) is str), size)
+        else:
+            self._writer.enqueue(Kind.MESSAGE, message, size)
+
+    def _shed_and_close(self, code: int, reason: str, cause: str) -> int:
+        """Drop the queued broadcast messages and start closing (without
+        waiting): for a client that fell behind. Returns how many were dropped."""
+        dropped = self._writer.drop_queued_messages()
+        self._start_closing(code, reason, "local", cause, failure=True)
+        return dropped
 
     async def _closed_error(self) -> ConnectionClosed:
         """The exception for an operation on a closing or closed connection,

@@ -7,10 +7,11 @@ frame apart from a parse failure. No I/O, no clock, no tasks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import attrs
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -19,6 +20,7 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
@@ -32,6 +34,7 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "Protocol",
+    "encode_shared",
 ]
 
 #: A complete WebSocket message: ``str`` for text, ``bytes`` for binary.
@@ -89,13 +92,39 @@ def _size(piece: str | bytes) -> int:
     return len(piece)
 
 
+# A server-side wsproto connection used only to frame messages for
+# encode_shared(): server frames are unmasked, and without extensions a
+# message's frame is the same bytes for every connection.
+_SHARED_FRAMER = Connection(ConnectionType.SERVER)
+
+
+def encode_shared(message: str | bytes | bytearray | memoryview) -> bytes:
+    """Frame a whole message once, as any server connection without
+    extensions would frame it (the broadcast path)."""
+    if isinstance(message, str):
+        return _SHARED_FRAMER.send(TextMessage(data=message))
+    if isinstance(message, memoryview):
+        message = message.tobytes()
+    if isinstance(message, (bytes, bytearray)):
+        return _SHARED_FRAMER.send(BytesMessage(data=message))
+    raise TypeError(
+        f"a WebSocket message is str (text) or bytes-like (binary), not {type(message).__name__}"
+    )
+
+
 class Protocol:
     """One open WebSocket connection's protocol state (after the handshake)."""
 
-    __slots__ = ("_conn", "_discarding", "_max_size", "_parts", "_size", "dead")
+    __slots__ = ("_conn", "_discarding", "_extensions", "_max_size", "_parts", "_size", "dead")
 
-    def __init__(self, connection: Connection, max_message_size: int | None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        max_message_size: int | None,
+        extensions: Sequence[Extension] = (),
+    ) -> None:
         self._conn = connection
+        self._extensions = tuple(extensions)
         self._max_size = max_message_size
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -218,6 +247,16 @@ class Protocol:
             # wsproto writes an empty close frame only for its own enum member.
             return self._send(CloseConnection(code=CloseReason.NO_STATUS_RCVD))
         return self._send(CloseConnection(code=code, reason=reason))
+
+    @property
+    def shares_frames(self) -> bool:
+        """True when this connection's frames for a message are exactly those of
+        :func:`encode_shared` (server side, no extension in use)."""
+        return not self._conn.client and not self.extensions_in_use
+
+    @property
+    def extensions_in_use(self) -> bool:
+        return any(ext.enabled() for ext in self._extensions)
 
     @property
     def can_send_data(self) -> bool:

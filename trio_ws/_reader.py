@@ -82,8 +82,10 @@ class Reader:
         self._urgent = False
         #: Messages dropped because they arrived after the queue was ended.
         self.discarded = 0
-        #: Bytes read from the stream.
+        #: Bytes read from the stream, and messages received by type.
         self.bytes_read = 0
+        self.text_in = 0
+        self.binary_in = 0
 
     @property
     def paused(self) -> bool:
@@ -174,13 +176,17 @@ class Reader:
         messages = self._messages
         for item in self._protocol.receive_data(data):
             kind = type(item)
-            if kind is str or kind is bytes:
-                if self.ended:
-                    self.discarded += 1
-                else:
-                    messages.append(item)  # type: ignore[arg-type]
+            if kind is str:
+                self.text_in += 1
+            elif kind is bytes:
+                self.binary_in += 1
             else:
                 self._on_event(item)
+                continue
+            if self.ended:
+                self.discarded += 1
+            else:
+                messages.append(item)  # type: ignore[arg-type]
 
     def _after_read(self) -> None:
         if self._recv_lot:

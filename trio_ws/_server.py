@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -14,7 +16,8 @@ from ._close import CloseCode
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, consists_of, split_off
 from ._options import Options
-from ._server_handshake import ProcessRequest, accept_handshake
+from ._server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
+from ._stats import ServerStats, Traffic, total
 
 __all__ = ["Handler", "Server", "serve"]
 
@@ -37,19 +40,31 @@ class Server:
         ssl_context: ssl.SSLContext | None,
         process_request: ProcessRequest | None,
         subprotocols: Sequence[str],
+        origins: Sequence[OriginRule] | None,
+        max_connections: int | None,
         options: Options,
     ) -> None:
         self._handler = handler
         #: The listening sockets.
         self.listeners = listeners
         self._ssl_context = ssl_context
-        self._process_request = process_request
-        self._subprotocols = tuple(subprotocols)
         #: The connection settings every connection of this server uses.
         self.options = options
+        self._max_connections = max_connections
+        self._policy = HandshakePolicy(
+            process_request=process_request,
+            subprotocols=tuple(subprotocols),
+            origins=None if origins is None else tuple(origins),
+            at_capacity=self._at_capacity,
+            options=options,
+        )
         self._connections: set[WebSocket] = set()
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()
+        self._accepted = 0
+        self._rejected: Counter[str] = Counter()
+        self._close_codes: Counter[int] = Counter()
+        self._closed_traffic = Traffic()
 
     @property
     def ports(self) -> list[int]:
@@ -65,6 +80,22 @@ class Server:
     def connections(self) -> frozenset[WebSocket]:
         """The connections open right now (handshake complete, not yet closed)."""
         return frozenset(self._connections)
+
+    def stats(self) -> ServerStats:
+        """A snapshot of the server's counters: connections, refusals by
+        reason, close codes, and the traffic of all its connections."""
+        traffic = total(ws._traffic() for ws in self._connections)
+        return ServerStats(
+            open_connections=len(self._connections),
+            accepted=self._accepted,
+            rejected=MappingProxyType(dict(self._rejected)),
+            close_codes=MappingProxyType(dict(self._close_codes)),
+            traffic=self._closed_traffic + traffic,
+        )
+
+    def _at_capacity(self) -> bool:
+        limit = self._max_connections
+        return limit is not None and len(self._connections) >= limit
 
     async def aclose(self) -> None:
         """Stop the server: stop listening, close every connection with 1001
@@ -98,15 +129,18 @@ class Server:
             await trio.aclose_forcefully(stream)
 
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
-        ws = None
+        outcome: WebSocket | str = "handshake_failed"
         try:
             with trio.move_on_after(self.options.open_seconds):
-                ws = await self._handshake(stream)
+                outcome = await self._handshake(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             logger.debug("handshake failed: %s", exc)
-        if ws is None:
+        if isinstance(outcome, str):
+            self._rejected[outcome] += 1
             await trio.aclose_forcefully(stream)
             return
+        ws = outcome
+        self._accepted += 1
         self._connections.add(ws)
         try:
             async with trio.open_nursery() as nursery:
@@ -114,18 +148,16 @@ class Server:
                 await self._run_handler(ws)
         finally:
             self._connections.discard(ws)
+            info = ws.close_info
+            self._close_codes[info.code if info is not None else CloseCode.ABNORMAL_CLOSURE] += 1
+            self._closed_traffic = self._closed_traffic + ws._traffic()
 
-    async def _handshake(self, tcp: trio.SocketStream) -> WebSocket | None:
+    async def _handshake(self, tcp: trio.SocketStream) -> WebSocket | str:
         stream: trio.abc.Stream = tcp
         if self._ssl_context is not None:
             stream = trio.SSLStream(tcp, self._ssl_context, server_side=True)
             await stream.do_handshake()
-        return await accept_handshake(
-            stream,
-            process_request=self._process_request,
-            subprotocols=self._subprotocols,
-            options=self.options,
-        )
+        return await accept_handshake(stream, self._policy)
 
     async def _run_handler(self, ws: WebSocket) -> None:
         code: int = CloseCode.NORMAL_CLOSURE
@@ -162,6 +194,8 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     subprotocols: Sequence[str] = (),
+    origins: Sequence[OriginRule] | None = None,
+    max_connections: int | None = None,
     backlog: int | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
     **options: Any,
@@ -188,8 +222,20 @@ async def serve(
     HTTP request such as a health check), or an :class:`Accept` to accept the
     upgrade with a chosen subprotocol and extra headers. Plain HTTP requests
     get 426 Upgrade Required by default; malformed or oversized requests get
-    400 or 431. The other keyword arguments are :class:`Options`.
+    400 or 431.
+
+    ``origins`` guards against cross-site WebSocket hijacking: when given, an
+    upgrade whose Origin header is not an exact string of the list, or does
+    not fully match one of its ``re.Pattern`` entries, gets 403 (a ``None``
+    entry admits requests without an Origin, as non-browser clients send).
+    ``max_connections`` caps the open connections: beyond it, upgrades get
+    503 with ``Retry-After``. Both are checked before ``process_request``.
+    The other keyword arguments are :class:`Options`.
     """
+    if max_connections is not None and (
+        not isinstance(max_connections, int) or max_connections <= 0
+    ):
+        raise ValueError(f"max_connections must be a positive integer, not {max_connections!r}")
     server_options = Options(**options)
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     server = Server(
@@ -198,6 +244,8 @@ async def serve(
         ssl_context=ssl_context,
         process_request=process_request,
         subprotocols=subprotocols,
+        origins=origins,
+        max_connections=max_connections,
         options=server_options,
     )
     await server._serve(task_status)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 
+import attrs
 import h11
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -25,7 +27,14 @@ from ._options import Options
 from ._protocol import Protocol
 from ._reader import READ_SIZE
 
-__all__ = ["ProcessRequest", "accept_handshake", "response_bytes"]
+__all__ = [
+    "HandshakePolicy",
+    "OriginRule",
+    "ProcessRequest",
+    "accept_handshake",
+    "origin_allowed",
+    "response_bytes",
+]
 
 logger = logging.getLogger("trio_ws")
 
@@ -40,8 +49,8 @@ ProcessRequest = Callable[
 ]
 
 
-class _Answered(Exception):
-    """The request was answered with plain HTTP; the stream should be closed."""
+class _ClientLeft(Exception):
+    """The client closed the connection before sending a request."""
 
 
 def response_bytes(response: Response) -> bytes:
@@ -95,7 +104,7 @@ async def _read_request(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Re
         if event is h11.NEED_DATA:
             data = await stream.receive_some(READ_SIZE)
             if not data:
-                raise _Answered  # the client went away before sending a request
+                raise _ClientLeft
             received += len(data)
             conn.receive_data(bytes(data))
         else:  # pragma: no cover - h11 yields nothing else before a request
@@ -128,65 +137,106 @@ def _choose_subprotocol(
     return None
 
 
-async def accept_handshake(
-    stream: trio.abc.Stream,
-    *,
-    process_request: ProcessRequest | None,
-    subprotocols: Sequence[str],
-    options: Options,
-) -> WebSocket | None:
-    """Read the request and answer it. Return the open WebSocket, or None when
-    the request was answered with plain HTTP (or the client left) and the
-    stream should be closed. Not bounded in time: the caller applies
-    ``open_timeout``."""
+#: Seconds a client is told to wait (Retry-After) when the server is full.
+RETRY_AFTER = 5
+
+#: An entry of ``origins``: an exact Origin, a pattern it must fully match,
+#: or None to allow requests without an Origin header (non-browser clients).
+OriginRule = str | re.Pattern[str] | None
+
+
+def origin_allowed(origin: str | None, origins: Sequence[OriginRule]) -> bool:
+    """Whether a request with this Origin header may upgrade."""
+    for rule in origins:
+        if rule is None:
+            if origin is None:
+                return True
+        elif origin is not None and (
+            rule == origin if isinstance(rule, str) else rule.fullmatch(origin)
+        ):
+            return True
+    return False
+
+
+@attrs.frozen
+class HandshakePolicy:
+    """What a server accepts: its settings for the opening handshake."""
+
+    process_request: ProcessRequest | None
+    subprotocols: Sequence[str]
+    #: None: any Origin. Else the Origins allowed to upgrade (see OriginRule).
+    origins: Sequence[OriginRule] | None
+    #: Called for each upgrade: True when the server may take no more connections.
+    at_capacity: Callable[[], bool]
+    options: Options
+
+
+#: A refusal: the reason counted in ServerStats.rejected, and the answer.
+Refusal = tuple[str, Response]
+
+
+async def _screen(
+    request: Request, http_version: bytes, policy: HandshakePolicy
+) -> Refusal | Accept | None:
+    """Decide what to do with a request before the upgrade itself: a refusal,
+    an Accept from process_request, or None to upgrade with the defaults."""
+    if request.is_upgrade:
+        if policy.origins is not None and not origin_allowed(request.origin, policy.origins):
+            logger.info("refused an upgrade from origin %r", request.origin)
+            return "origin", _error(403, "this Origin is not allowed")
+        if policy.at_capacity():
+            retry = [("Retry-After", str(RETRY_AFTER))]
+            return "capacity", _error(503, "the server is full; try again later", retry)
+    decision = await _process(request, policy.process_request)
+    if isinstance(decision, Response):
+        return ("rejected" if request.is_upgrade else "http"), decision
+    if not request.is_upgrade:
+        return "http", _error(426, "this is a WebSocket endpoint", [("Upgrade", "websocket")])
+    if request.method != "GET":
+        return "bad_request", _error(405, "a WebSocket upgrade must use GET", [("Allow", "GET")])
+    if http_version != b"1.1":
+        return "bad_request", _error(400, "a WebSocket upgrade needs HTTP/1.1")
+    return decision
+
+
+async def _process(
+    request: Request, process_request: ProcessRequest | None
+) -> Response | Accept | None:
+    """Run process_request, turning its failures into 500 answers."""
+    if process_request is None:
+        return None
+    try:
+        result = process_request(request)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception:
+        logger.exception("process_request failed for %s %s", request.method, request.target)
+        return _error(500, "the server failed to process the request")
+    if result is not None and not isinstance(result, (Response, Accept)):
+        logger.error("process_request returned %r; expected a Response, an Accept or None", result)
+        return _error(500, "the server failed to process the request")
+    return result
+
+
+async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> WebSocket | str:
+    """Read the request and answer it. Return the open WebSocket, or the
+    reason it was not opened (a ServerStats.rejected key) once the answer is
+    sent; the caller then closes the stream. Not bounded in time: the caller
+    applies ``open_timeout``."""
     try:
         h11conn, event, trailing = await _read_request(stream)
-    except _Answered:
-        return None
+    except _ClientLeft:
+        return "handshake_failed"
     except h11.RemoteProtocolError as exc:
-        status = exc.error_status_hint or 400
         logger.debug("bad HTTP request: %s", exc)
-        await stream.send_all(response_bytes(_error(status, str(exc))))
-        return None
+        await stream.send_all(response_bytes(_error(exc.error_status_hint or 400, str(exc))))
+        return "bad_request"
     request = _request_of(event)
-
-    decision: Response | Accept | None = None
-    if process_request is not None:
-        try:
-            result = process_request(request)
-            if inspect.isawaitable(result):
-                result = await result
-            decision = result
-        except Exception:
-            logger.exception("process_request failed for %s %s", request.method, request.target)
-            decision = _error(500, "the server failed to process the request")
-        if decision is not None and not isinstance(decision, (Response, Accept)):
-            logger.error(
-                "process_request returned %r; expected a Response, an Accept or None", decision
-            )
-            decision = _error(500, "the server failed to process the request")
-
-    if isinstance(decision, Response):
-        await _answer(stream, h11conn, decision)
-        return None
-    if not request.is_upgrade:
-        await _answer(
-            stream,
-            h11conn,
-            _error(426, "this is a WebSocket endpoint", [("Upgrade", "websocket")]),
-        )
-        return None
-
-    if request.method != "GET":
-        await _answer(
-            stream,
-            h11conn,
-            _error(405, "a WebSocket upgrade must use GET", [("Allow", "GET")]),
-        )
-        return None
-    if event.http_version != b"1.1":
-        await _answer(stream, h11conn, _error(400, "a WebSocket upgrade needs HTTP/1.1"))
-        return None
+    decision = await _screen(request, event.http_version, policy)
+    if isinstance(decision, tuple):
+        reason, response = decision
+        await _answer(stream, h11conn, response)
+        return reason
 
     wsconn = WSConnection(ConnectionType.SERVER)
     try:
@@ -200,26 +250,25 @@ async def accept_handshake(
             exc = RemoteProtocolError("unsupported Sec-WebSocket-Version: only 13 is spoken")
         extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
         await _answer(stream, h11conn, _error(status, str(exc), extra))
-        return None
+        return "bad_request"
 
-    accept = decision if isinstance(decision, Accept) else None
     try:
-        subprotocol = _choose_subprotocol(request, accept, subprotocols)
-        extra_headers = accept.headers.raw() if accept is not None else []
+        subprotocol = _choose_subprotocol(request, decision, policy.subprotocols)
+        extra_headers = decision.headers.raw() if decision is not None else []
         data = wsconn.send(AcceptConnection(subprotocol=subprotocol, extra_headers=extra_headers))
     except (ValueError, ProtocolError, h11.LocalProtocolError):
         logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
         await _answer(stream, h11conn, _error(500, "the server failed to accept the upgrade"))
-        return None
+        return "rejected"
     await stream.send_all(data)
     assert wsconn.connection is not None
-    protocol = Protocol(wsconn.connection, options.max_message_size)
+    protocol = Protocol(wsconn.connection, policy.options.max_message_size)
     return WebSocket(
         stream,
         protocol,
         request=request,
         subprotocol=subprotocol,
-        options=options,
+        options=policy.options,
         initial_data=trailing,
     )
 

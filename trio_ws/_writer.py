@@ -36,11 +36,12 @@ class NotOpen(Exception):
 
 
 class Kind(enum.Enum):
-    MESSAGE = 1
-    PING = 2
-    PONG = 3
-    CLOSE = 4
-    RAW = 5  # bytes already framed (the rest of a frame a cancelled send began)
+    MESSAGE = 1  # a message, framed when it is written
+    FRAME = 2  # a message already framed: (frame bytes, is_text), shared by a broadcast
+    PING = 3
+    PONG = 4
+    CLOSE = 5
+    RAW = 6  # bytes already framed (the rest of a frame a cancelled send began)
 
 
 class _State(enum.Enum):
@@ -50,13 +51,16 @@ class _State(enum.Enum):
 
 
 class _Job:
-    __slots__ = ("kind", "payload", "state", "task")
+    __slots__ = ("kind", "payload", "size", "state", "task")
 
-    def __init__(self, kind: Kind, payload: Any, task: trio.lowlevel.Task | None) -> None:
+    def __init__(
+        self, kind: Kind, payload: Any, task: trio.lowlevel.Task | None, size: int = 0
+    ) -> None:
         self.kind = kind
         self.payload = payload
         self.task = task
         self.state = _State.QUEUED
+        self.size = size  # counted in queued_bytes while queued
 
 
 class Writer:
@@ -82,8 +86,11 @@ class Writer:
         #: True when an encoded frame must be written even if its send() is
         #: cancelled before any byte went out (stateful encoders).
         self.stateful_encoding = False
-        #: Frames written and payload bytes (before framing) handed to the stream.
-        self.frames_written = 0
+        #: Messages written (by type) and bytes handed to the stream.
+        self.text_out = 0
+        self.binary_out = 0
+        self.bytes_out = 0
+        self._queued_bytes = 0
 
     # -- encoding ------------------------------------------------------------
 
@@ -95,6 +102,10 @@ class Writer:
             return proto.encode_message(payload)
         if kind is Kind.RAW:
             return payload  # type: ignore[no-any-return]
+        if kind is Kind.FRAME:
+            if not proto.can_send_data:
+                raise NotOpen
+            return payload[0]  # type: ignore[no-any-return]
         if kind is Kind.CLOSE:
             if not proto.can_send_close:
                 return None
@@ -137,6 +148,7 @@ class Writer:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             await self._write_direct(data)
+            self._count(kind, payload, len(data))
             return
         job = _Job(kind, payload, trio.lowlevel.current_task())
         self._jobs.append(job)
@@ -174,8 +186,20 @@ class Writer:
             self._release()
             self._break(exc)
             raise NotOpen from exc
-        self.frames_written += 1
         self._release()
+
+    def _count(self, kind: Kind, payload: Any, size: int) -> None:
+        self.bytes_out += size
+        if kind is Kind.MESSAGE:
+            is_text = type(payload) is str
+        elif kind is Kind.FRAME:
+            is_text = payload[1]
+        else:
+            return
+        if is_text:
+            self.text_out += 1
+        else:
+            self.binary_out += 1
 
     def post(self, kind: Kind, payload: Any) -> None:
         """Queue a frame for the writer task without waiting (pongs, close replies)."""
@@ -184,6 +208,39 @@ class Writer:
         self._jobs.append(_Job(kind, payload, None))
         if not self._busy:
             self._lot.unpark()
+
+    def enqueue(self, kind: Kind, payload: Any, size: int) -> None:
+        """Queue a message (``MESSAGE``) or an already framed one (``FRAME``)
+        for the writer task without waiting: the broadcast path. It keeps its
+        place among send() calls. ``size`` counts in :attr:`queued_bytes`
+        until it is written; the caller enforces any limit first."""
+        if self.broken is not None:
+            raise NotOpen
+        self._jobs.append(_Job(kind, payload, None, size))
+        self._queued_bytes += size
+        if not self._busy:
+            self._lot.unpark()
+
+    def drop_queued_messages(self) -> int:
+        r"""Drop the :meth:`enqueue`\ d messages not yet started (a slow
+        client being closed); return how many."""
+        dropped = 0
+        for job in self._jobs:
+            broadcast = job.task is None and job.kind in (Kind.MESSAGE, Kind.FRAME)
+            if broadcast and job.state is _State.QUEUED:
+                job.state = _State.CANCELLED
+                dropped += 1
+        return dropped
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the writer task."""
+        return len(self._jobs)
+
+    @property
+    def queued_bytes(self) -> int:
+        r"""Bytes of the :meth:`enqueue`\ d messages still waiting."""
+        return self._queued_bytes
 
     def _release(self) -> None:
         self._busy = False
@@ -205,6 +262,7 @@ class Writer:
             try:
                 while jobs:
                     job = jobs.popleft()
+                    self._queued_bytes -= job.size
                     if job.state is _State.CANCELLED:
                         continue
                     job.state = _State.STARTED
@@ -228,7 +286,7 @@ class Writer:
             return
         if data is not None:
             await self._stream.send_all(data)
-            self.frames_written += 1
+            self._count(job.kind, job.payload, len(data))
         self._finish(job, outcome.Value(None))
 
     @staticmethod
@@ -253,6 +311,7 @@ class Writer:
             job = self._jobs.popleft()
             job.state = _State.CANCELLED
             self._finish(job, outcome.Error(NotOpen()))
+        self._queued_bytes = 0
         self._lot.unpark_all()
 
     @property

@@ -1,0 +1,76 @@
+"""Snapshots of counters: per connection, per server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+__all__ = ["ConnectionStats", "ServerStats", "Traffic", "total"]
+
+
+@attrs.frozen
+class Traffic:
+    """Messages and bytes, each way. Bytes are counted on the wire (frame
+    headers included, after compression)."""
+
+    text_in: int = 0
+    binary_in: int = 0
+    text_out: int = 0
+    binary_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def messages_in(self) -> int:
+        return self.text_in + self.binary_in
+
+    @property
+    def messages_out(self) -> int:
+        return self.text_out + self.binary_out
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            *(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True))
+        )
+
+
+def total(traffics: Iterable[Traffic]) -> Traffic:
+    """The sum of several :class:`Traffic` records."""
+    result = Traffic()
+    for traffic in traffics:
+        result = result + traffic
+    return result
+
+
+@attrs.frozen
+class ConnectionStats:
+    """A snapshot of one connection's counters (``ws.stats()``)."""
+
+    traffic: Traffic
+    #: Messages received and not yet taken by receive().
+    pending_in: int
+    #: Frames waiting to be written, and the bytes of queued broadcast messages.
+    pending_out: int
+    pending_out_bytes: int
+    #: The last ping round-trip time, or None.
+    latency: float | None
+
+
+@attrs.frozen
+class ServerStats:
+    """A snapshot of a server's counters (``server.stats()``)."""
+
+    #: Connections open now (handshake complete, not yet closed).
+    open_connections: int
+    #: Upgrades accepted since the server started.
+    accepted: int
+    #: Requests not accepted, by reason: "origin" (403), "capacity" (503),
+    #: "rejected" (a Response from process_request), "http" (a plain HTTP
+    #: request answered), "bad_request" (malformed, oversized, wrong method or
+    #: version), "handshake_failed" (timed out, TLS failed, client left).
+    rejected: Mapping[str, int]
+    #: Connections closed, by close code.
+    close_codes: Mapping[int, int]
+    #: Traffic of every connection the server has had, open or closed.
+    traffic: Traffic
