@@ -94,7 +94,7 @@ class connect:
             self._url, self._subprotocols, self._headers, self._ssl_context, self._options
         )
         nursery = await self._owner.open()
-        await nursery.start(ws._run_background)
+        ws._start_background(nursery)
         self._ws = ws
         return ws
 
@@ -122,7 +122,7 @@ async def _run_client(
 ) -> None:
     ws = await _open(url, subprotocols, headers, ssl_context, options)
     async with trio.open_nursery() as nursery:
-        await nursery.start(ws._run_background)
+        ws._start_background(nursery)
         task_status.started(ws)
         error: BaseException | None = None
         try:

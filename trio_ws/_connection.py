@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import trio
@@ -68,6 +69,32 @@ class WebSocket(trio.abc.Channel[Message]):
     ``receive()``.
     """
 
+    __slots__ = (
+        "_awaiting_reply",
+        "_client",
+        "_close_deadline",
+        "_close_frame",
+        "_close_info",
+        "_close_settled",
+        "_closed",
+        "_closing",
+        "_deferred",
+        "_keepalive_scope",
+        "_nursery",
+        "_options",
+        "_pings",
+        "_protocol",
+        "_reader",
+        "_stream",
+        "_task_scopes",
+        "_writer",
+        "id",
+        "latency",
+        "request",
+        "response",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -92,10 +119,13 @@ class WebSocket(trio.abc.Channel[Message]):
         self.response = response
         #: The negotiated subprotocol, or None.
         self.subprotocol = subprotocol
-        self._log = _ConnectionLogger(logger, {"conn_id": self.id})
-        self._writer = Writer(stream, protocol, self._on_broken)
+        self._nursery: trio.Nursery | None = None
+        self._deferred: list[Callable[[], Awaitable[None]]] = []
+        self._writer = Writer(stream, protocol, self._on_broken, self._spawn)
         self._reader = Reader(stream, protocol, options.max_queue, self._on_event, self._on_eof)
-        self._background_scope = trio.CancelScope(shield=True)
+        # The shielded scopes of the background tasks, cancelled by _finish().
+        self._task_scopes: list[trio.CancelScope] = []
+        self._keepalive_scope: trio.CancelScope | None = None
         self._close_info: CloseInfo | None = None
         # The close frame to send, once closing has started.
         self._close_frame: tuple[int, str] | None = None
@@ -110,6 +140,12 @@ class WebSocket(trio.abc.Channel[Message]):
         self.latency: float | None = None
         # Frames that arrived with the handshake (or that wsproto holds from it).
         self._reader.process(initial_data)
+
+    @property
+    def _log(self) -> _ConnectionLogger:
+        """The trio_ws logger, with this connection's id in every line (made
+        when needed: most connections only log once)."""
+        return _ConnectionLogger(logger, {"conn_id": self.id})
 
     # -- attributes ------------------------------------------------------------
 
@@ -351,6 +387,8 @@ class WebSocket(trio.abc.Channel[Message]):
         if send_frame:
             self._close_frame = (code, reason)
         self._closing.set()
+        if self._keepalive_scope is not None:
+            self._keepalive_scope.cancel()
         self._reader.end()
         self._reader.hurry()
 
@@ -436,37 +474,55 @@ class WebSocket(trio.abc.Channel[Message]):
         self._closed.set()
         for ping in self._pings.values():
             ping.answered.set()
-        self._background_scope.cancel()
+        for scope in self._task_scopes:
+            scope.cancel()
         info = self._close_info
         assert info is not None
         self._log.info("%s", info)
 
     # -- background tasks ----------------------------------------------------
 
-    async def _run_background(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Run the connection's tasks (reader, writer, closer) until it is closed.
+    def _start_background(self, nursery: trio.Nursery) -> None:
+        """Start the connection's tasks in ``nursery``, the connection's own:
+        the reader and the housekeeper (keepalive, then the closing
+        handshake); the writer task is started when a write has to wait (on
+        TLS, now, for good).
 
-        They are shielded from outside cancellation, so a cancelled owner can
-        still close the connection cleanly; the connection itself ends them,
-        within ``close_timeout`` of the close starting.
+        Each runs in a shielded cancel scope, so a cancelled owner can still
+        close the connection cleanly; the connection itself ends them, within
+        ``close_timeout`` of the close starting.
         """
-        with self._background_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._guard, self._reader.run)
-                nursery.start_soon(self._guard, self._writer.run)
-                nursery.start_soon(self._guard, self._closer)
-                if self._options.ping_interval is not None:
-                    nursery.start_soon(self._guard, self._keepalive)
-                task_status.started()
+        self._nursery = nursery
+        for task in (self._reader.run, self._housekeeper, *self._deferred):
+            nursery.start_soon(self._guard, task)
+        self._deferred.clear()
+        self._writer.start()
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Start one more of the connection's tasks (see _start_background)."""
+        if self._nursery is None:
+            self._deferred.append(task)
+        else:
+            self._nursery.start_soon(self._guard, task)
 
     async def _guard(self, task: Any) -> None:
-        try:
-            await task()
-        except Exception:
-            self._log.exception("internal error; aborting the connection")
-            await self._abort("internal error")
+        with trio.CancelScope(shield=True) as scope:
+            self._task_scopes.append(scope)
+            if self._closed.is_set():
+                scope.cancel()
+            try:
+                await task()
+            except Exception:
+                self._log.exception("internal error; aborting the connection")
+                await self._abort("internal error")
+
+    async def _housekeeper(self) -> None:
+        """Keepalive until the closing starts, then the closing handshake."""
+        if self._options.ping_interval is not None:
+            with trio.CancelScope() as self._keepalive_scope:
+                await self._keepalive()
+        await self._closing.wait()
+        await self._close_sequence()
 
     async def _keepalive(self) -> None:
         """Ping every ``ping_interval``; fail the connection with 1011 when a
@@ -500,8 +556,9 @@ class WebSocket(trio.abc.Channel[Message]):
                 return False
             await self._reader.wait_unpaused()
 
-    async def _closer(self) -> None:
-        await self._closing.wait()
+    async def _close_sequence(self) -> None:
+        """Send our close frame, wait for the peer's, shut TCP down; abort when
+        ``close_timeout`` runs out."""
         with trio.move_on_at(self._close_deadline) as scope:
             if self._close_frame is not None:
                 try:

@@ -45,6 +45,32 @@ class _Wait(enum.Enum):
 class Reader:
     """The incoming side of one connection."""
 
+    __slots__ = (
+        "_delay_next_read",
+        "_direct",
+        "_max_queue",
+        "_messages",
+        "_on_eof",
+        "_on_event",
+        "_protocol",
+        "_reading",
+        "_receive_some",
+        "_receivers",
+        "_recv_lot",
+        "_stream",
+        "_task_lot",
+        "_task_wait",
+        "_unpaused",
+        "_urgent",
+        "binary_in",
+        "bytes_read",
+        "discarded",
+        "ended",
+        "eof",
+        "eof_event",
+        "text_in",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -76,8 +102,7 @@ class Reader:
         self.eof = False
         #: Set at the same time as ``eof``.
         self.eof_event = trio.Event()
-        self._unpaused = trio.Event()
-        self._unpaused.set()
+        self._unpaused: trio.Event | None = None  # exists while paused
         #: True while closing: the reader task reads at once, whatever else.
         self._urgent = False
         #: Messages dropped because they arrived after the queue was ended.
@@ -90,11 +115,12 @@ class Reader:
     @property
     def paused(self) -> bool:
         """True while nothing is read because the message queue is full."""
-        return not self._unpaused.is_set()
+        return self._unpaused is not None
 
     async def wait_unpaused(self) -> None:
         """Wait until reading resumes (returns at once when not paused)."""
-        await self._unpaused.wait()
+        if self._unpaused is not None:
+            await self._unpaused.wait()
 
     @property
     def queued(self) -> int:
@@ -209,11 +235,12 @@ class Reader:
             if not self._urgent:
                 if len(self._messages) >= self._max_queue and not self.ended:
                     self._task_wait = _Wait.SPACE
-                    self._unpaused = trio.Event()
+                    self._unpaused = unpaused = trio.Event()
                     try:
                         await lot.park()
                     finally:
-                        self._unpaused.set()
+                        self._unpaused = None
+                        unpaused.set()
                     continue
                 if self._direct:
                     if self._receivers:

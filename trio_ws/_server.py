@@ -144,7 +144,7 @@ class Server:
         self._connections.add(ws)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(ws._run_background)
+                ws._start_background(nursery)
                 await self._run_handler(ws)
         finally:
             self._connections.discard(ws)

@@ -1,13 +1,18 @@
 """Serialised, cancel-safe writing of frames to one connection's stream.
 
 One write lock guards the stream. On a plain TCP socket the task that calls
-``send()`` writes its frame itself (no task switch) with ``socket.send``,
-which reports exactly how much was written; if it is cancelled part-way
-through a frame, the rest of the frame is handed, together with the lock, to
-the connection's writer task, which finishes it. So the stream never carries
-a partial frame. On other streams (TLS, memory streams), where a cancelled
-``send_all`` leaves the stream unusable, every frame is written by the
-writer task and callers only wait for it.
+``send()`` writes its frame itself, with non-blocking ``os.write`` calls on
+the socket's descriptor, which report exactly how much was written; if it is
+cancelled while waiting to write the rest of a frame, the rest is handed,
+together with the lock, to a writer task, which finishes it. So the stream
+never carries a partial frame. The writer task is started only when
+something has to wait (another writer holds the lock, the socket is full, a
+pong is owed) and ends when nothing is left; a broadcast to a socket that can
+take the frame at once writes it without any task switch.
+
+On other streams (TLS, memory streams), where a cancelled ``send_all`` leaves
+the stream unusable, a permanent writer task writes every frame and callers
+only wait for it.
 
 Frames are encoded while the lock is held, so frames reach the wire in the
 order they were encoded (which stateful encoders such as compression need).
@@ -16,8 +21,9 @@ order they were encoded (which stateful encoders such as compression need).
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import outcome
@@ -25,7 +31,7 @@ import trio
 
 from ._protocol import Protocol
 
-__all__ = ["Kind", "NotOpen", "Writer"]
+__all__ = ["STREAM_ERRORS", "Kind", "NotOpen", "Writer"]
 
 #: Exceptions that mean the stream can no longer be written.
 STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -63,25 +69,58 @@ class _Job:
         self.size = size  # counted in queued_bytes while queued
 
 
+#: Starts a task in the connection's nursery (shielded and guarded).
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+def _descriptor(stream: trio.abc.Stream) -> int:
+    """The socket's file descriptor when frames can be written to it directly
+    (a plain TCP socket, not on Windows, where os.write cannot write sockets)."""
+    if isinstance(stream, trio.SocketStream) and os.name != "nt":
+        return stream.socket.fileno()
+    return -1
+
+
 class Writer:
     """Everything written to a stream after the opening handshake goes through here."""
+
+    __slots__ = (
+        "_busy",
+        "_fd",
+        "_handed_off",
+        "_jobs",
+        "_lot",
+        "_on_broken",
+        "_protocol",
+        "_queued_bytes",
+        "_running",
+        "_spawn",
+        "_stream",
+        "binary_out",
+        "broken",
+        "bytes_out",
+        "stateful_encoding",
+        "text_out",
+    )
 
     def __init__(
         self,
         stream: trio.abc.Stream,
         protocol: Protocol,
         on_broken: Callable[[BaseException], None],
+        spawn: Spawn,
     ) -> None:
         self._stream = stream
         self._protocol = protocol
         self._on_broken = on_broken
-        # Direct writes need exact progress reports, which only a socket gives.
-        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._spawn = spawn
+        self._fd = _descriptor(stream)  # -1: every frame goes through the writer task
         self._jobs: deque[_Job] = deque()
         self._busy = False  # the write lock
         self._handed_off = False  # the lock was handed to the writer task
+        self._running = False  # the writer task exists
         self._lot = trio.lowlevel.ParkingLot()  # where the writer task waits
-        #: Set when a write failed; nothing more will be written.
+        #: Set when a write failed or the connection ended: nothing more is written.
         self.broken: BaseException | None = None
         #: True when an encoded frame must be written even if its send() is
         #: cancelled before any byte went out (stateful encoders).
@@ -91,6 +130,12 @@ class Writer:
         self.binary_out = 0
         self.bytes_out = 0
         self._queued_bytes = 0
+
+    def start(self) -> None:
+        """Start the permanent writer task where one is needed (not a socket)."""
+        if self._fd < 0:
+            self._running = True
+            self._spawn(self._run)
 
     # -- encoding ------------------------------------------------------------
 
@@ -118,6 +163,19 @@ class Writer:
             return proto.encode_ping(payload)
         return proto.encode_pong(payload)
 
+    def _count(self, kind: Kind, payload: Any, size: int) -> None:
+        self.bytes_out += size
+        if kind is Kind.MESSAGE:
+            is_text = type(payload) is str
+        elif kind is Kind.FRAME:
+            is_text = payload[1]
+        else:
+            return
+        if is_text:
+            self.text_out += 1
+        else:
+            self.binary_out += 1
+
     # -- the caller's side ---------------------------------------------------
 
     async def send(self, kind: Kind, payload: Any) -> None:
@@ -132,28 +190,26 @@ class Writer:
         if self.broken is not None:
             await trio.lowlevel.checkpoint()
             raise NotOpen
-        if self._sock is not None and not self._busy and not self._jobs:
-            if self.stateful_encoding:
-                # Encoding commits us to sending: check for cancellation first.
-                # (Otherwise socket.send checks before writing any byte.)
-                await trio.lowlevel.checkpoint_if_cancelled()
+        if self._fd >= 0 and not self._busy and not self._jobs:
+            # Cancellation point: nothing is encoded or written if cancelled.
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._busy = True
             try:
                 data = self._encode(kind, payload)
             except BaseException:
                 self._release()
                 raise
-            if data is None:
+            if data is not None:
+                await self._write_direct(data)
+                self._count(kind, payload, len(data))
+            else:
                 self._release()
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-            await self._write_direct(data)
-            self._count(kind, payload, len(data))
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         job = _Job(kind, payload, trio.lowlevel.current_task())
         self._jobs.append(job)
         if not self._busy:
-            self._lot.unpark()
+            self._wake()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             if job.state is _State.QUEUED:
@@ -163,43 +219,46 @@ class Writer:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
-    async def _write_direct(self, data: bytes) -> None:
-        sock = self._sock
-        assert sock is not None
-        sent = 0
+    def _write_now(self, data: bytes) -> int:
+        """Write what the socket takes at once, without waiting. Raises
+        NotOpen (after reporting the breakage) if the socket failed."""
         try:
-            sent = await sock.send(data)
-            if sent < len(data):
-                with memoryview(data) as view:
-                    while sent < len(data):
-                        sent += await sock.send(view[sent:])
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._release()
+            self._break(exc)
+            raise NotOpen from exc
+
+    async def _write_direct(self, data: bytes) -> None:
+        """Write a whole frame, holding the lock; release it (or hand it off)."""
+        sent = self._write_now(data)
+        if sent == len(data):
+            self._release()
+            return
+        try:
+            with memoryview(data) as view:
+                while sent < len(data):
+                    await trio.lowlevel.wait_writable(self._fd)
+                    sent += self._write_now(view[sent:])  # type: ignore[arg-type]
         except trio.Cancelled:
             if sent or self.stateful_encoding:
-                # Hand the rest of the frame, and the lock, to the writer task.
-                self._jobs.appendleft(_Job(Kind.RAW, bytes(data[sent:]), None))
-                self._handed_off = True
-                self._lot.unpark()
+                self._hand_off(data[sent:])
             else:
                 self._release()
             raise
-        except STREAM_ERRORS as exc:
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
             self._release()
             self._break(exc)
             raise NotOpen from exc
         self._release()
 
-    def _count(self, kind: Kind, payload: Any, size: int) -> None:
-        self.bytes_out += size
-        if kind is Kind.MESSAGE:
-            is_text = type(payload) is str
-        elif kind is Kind.FRAME:
-            is_text = payload[1]
-        else:
-            return
-        if is_text:
-            self.text_out += 1
-        else:
-            self.binary_out += 1
+    def _hand_off(self, rest: bytes) -> None:
+        """Give the rest of a frame, and the lock, to the writer task."""
+        self._jobs.appendleft(_Job(Kind.RAW, bytes(rest), None))
+        self._handed_off = True
+        self._wake()
 
     def post(self, kind: Kind, payload: Any) -> None:
         """Queue a frame for the writer task without waiting (pongs, close replies)."""
@@ -207,22 +266,67 @@ class Writer:
             return
         self._jobs.append(_Job(kind, payload, None))
         if not self._busy:
-            self._lot.unpark()
+            self._wake()
 
     def enqueue(self, kind: Kind, payload: Any, size: int) -> None:
-        """Queue a message (``MESSAGE``) or an already framed one (``FRAME``)
-        for the writer task without waiting: the broadcast path. It keeps its
-        place among send() calls. ``size`` counts in :attr:`queued_bytes`
-        until it is written; the caller enforces any limit first."""
+        """Send a message (``MESSAGE``) or an already framed one (``FRAME``)
+        without waiting: the broadcast path. Written at once when the socket
+        takes it; otherwise queued for the writer task, keeping its place
+        among send() calls. ``size`` counts in :attr:`queued_bytes` while it
+        waits; the caller enforces any limit first."""
         if self.broken is not None:
             raise NotOpen
+        if self._fd >= 0 and not self._busy and not self._jobs:
+            self._busy = True
+            try:
+                data = self._encode(kind, payload)
+            except NotOpen:
+                self._release()
+                return  # closing: the message is dropped, as a queued one would be
+            except BaseException:
+                self._release()
+                raise
+            assert data is not None
+            sent = self._write_now(data)
+            if sent == len(data):
+                self._release()
+                self._count(kind, payload, len(data))
+                return
+            # The socket is full: the rest of the frame waits for the writer.
+            self._count(kind, payload, len(data))
+            self._hand_off(data[sent:])
+            self._queued_bytes += size
+            self._jobs[0].size = size
+            return
         self._jobs.append(_Job(kind, payload, None, size))
         self._queued_bytes += size
         if not self._busy:
+            self._wake()
+
+    def _release(self) -> None:
+        self._busy = False
+        if self._jobs:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._running:
             self._lot.unpark()
+        elif self.broken is None:
+            self._running = True
+            self._spawn(self._run)
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the writer task."""
+        return len(self._jobs)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the :meth:`enqueue`\\ d messages still waiting."""
+        return self._queued_bytes
 
     def drop_queued_messages(self) -> int:
-        r"""Drop the :meth:`enqueue`\ d messages not yet started (a slow
+        """Drop the :meth:`enqueue`\\ d messages not yet started (a slow
         client being closed); return how many."""
         dropped = 0
         for job in self._jobs:
@@ -232,51 +336,46 @@ class Writer:
                 dropped += 1
         return dropped
 
-    @property
-    def queued(self) -> int:
-        """Frames waiting for the writer task."""
-        return len(self._jobs)
-
-    @property
-    def queued_bytes(self) -> int:
-        r"""Bytes of the :meth:`enqueue`\ d messages still waiting."""
-        return self._queued_bytes
-
-    def _release(self) -> None:
-        self._busy = False
-        if self._jobs:
-            self._lot.unpark()
-
     # -- the writer task -----------------------------------------------------
 
-    async def run(self) -> None:
-        """The writer task: write queued frames until the stream breaks or the
-        task is cancelled (when the connection is torn down)."""
+    async def _run(self) -> None:
+        """The writer task: write queued frames. On a socket it ends when none
+        are left; elsewhere it waits for more until the connection ends."""
+        permanent = self._fd < 0
         jobs = self._jobs
-        while self.broken is None:
-            if not jobs or (self._busy and not self._handed_off):
-                await self._lot.park()
-                continue
-            self._busy = True
-            self._handed_off = False
-            try:
-                while jobs:
-                    job = jobs.popleft()
-                    self._queued_bytes -= job.size
-                    if job.state is _State.CANCELLED:
-                        continue
-                    job.state = _State.STARTED
-                    try:
-                        await self._write_job(job)
-                    finally:
-                        if job.task is not None:
-                            # The stream broke or this task was cancelled (the
-                            # connection is going away): release the caller.
-                            self._finish(job, outcome.Error(NotOpen()))
-            except STREAM_ERRORS as exc:
-                self._break(exc)
-            finally:
-                self._busy = False
+        try:
+            while self.broken is None:
+                if not jobs or (self._busy and not self._handed_off):
+                    if not permanent and not jobs:
+                        return
+                    await self._lot.park()
+                    continue
+                await self._drain()
+        finally:
+            self._running = False
+
+    async def _drain(self) -> None:
+        jobs = self._jobs
+        self._busy = True
+        self._handed_off = False
+        try:
+            while jobs:
+                job = jobs.popleft()
+                self._queued_bytes -= job.size
+                if job.state is _State.CANCELLED:
+                    continue
+                job.state = _State.STARTED
+                try:
+                    await self._write_job(job)
+                finally:
+                    if job.task is not None:
+                        # The stream broke or this task was cancelled (the
+                        # connection is going away): release the caller.
+                        self._finish(job, outcome.Error(NotOpen()))
+        except STREAM_ERRORS as exc:
+            self._break(exc)
+        finally:
+            self._busy = False
 
     async def _write_job(self, job: _Job) -> None:
         try:
@@ -286,7 +385,10 @@ class Writer:
             return
         if data is not None:
             await self._stream.send_all(data)
-            self._count(job.kind, job.payload, len(data))
+            if job.kind is not Kind.RAW:
+                self._count(job.kind, job.payload, len(data))
+            else:
+                self.bytes_out += len(data)
         self._finish(job, outcome.Value(None))
 
     @staticmethod
@@ -313,8 +415,3 @@ class Writer:
             self._finish(job, outcome.Error(NotOpen()))
         self._queued_bytes = 0
         self._lot.unpark_all()
-
-    @property
-    def idle(self) -> bool:
-        """True when nothing is being written or waiting to be."""
-        return not self._busy and not self._jobs
