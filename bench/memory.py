@@ -1,12 +1,13 @@
-"""Memory per idle connection, with and without compression.
+"""Memory per idle connection, server side and client side, with and without
+compression.
 
-Opens N connections (client and server in this process), exchanges one
-compressible message on each, then measures Python-heap growth with
-tracemalloc (which also sees zlib's buffers) and divides by N. Both ends of a
-connection live in this process, so a connection costs its client side plus
-its server side; the table reports half of that, the cost of one endpoint.
+For each configuration and side, this process opens N connections (as the
+server, with the clients in a subprocess, or as the clients, with the server
+in a subprocess), exchanges one compressible 1.8 KB message on each, lets
+them go idle, and measures its Python-heap growth with tracemalloc (which
+also sees zlib's buffers). The table gives KiB per connection on each side.
 
-Run: python bench/memory.py [--connections N] [--only trio_ws,websockets]
+Run: python bench/memory.py [--connections N] [--only SUBSTRING,...]
 """
 
 from __future__ import annotations
@@ -14,112 +15,216 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import json
+import subprocess
+import sys
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 MESSAGE = ("The quick brown fox jumps over the lazy dog. " * 40).encode()
 
-Setup = Callable[[trio.Nursery, int], Awaitable[list[Any]]]
+#: name -> (library, compression settings as keyword arguments or None)
+CONFIGURATIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "trio_ws, compression off": ("trio_ws", None),
+    "trio_ws, Deflate() (default)": ("trio_ws", {}),
+    "trio_ws, Deflate(server_no_context_takeover=False)": (
+        "trio_ws",
+        {"server_no_context_takeover": False},
+    ),
+    "trio_ws, zlib defaults (15-bit windows, memory level 8, context kept)": (
+        "trio_ws",
+        {
+            "server_max_window_bits": 15,
+            "client_max_window_bits": 15,
+            "server_no_context_takeover": False,
+            "memory_level": 8,
+        },
+    ),
+    "websockets.trio, compression off": ("websockets", None),
+    "websockets.trio, compression='deflate' (default)": ("websockets", {}),
+}
 
 
-async def _trio_ws(compression: Any, nursery: trio.Nursery, count: int) -> list[Any]:
+def _trio_ws_compression(settings: dict[str, Any] | None) -> Any:
     import trio_ws
 
-    async def echo(ws: trio_ws.WebSocket) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    options: dict[str, Any] = {}
-    if compression is not trio_ws.__dict__.get("_UNSET"):
-        options["compression"] = compression
-    server = await nursery.start(functools.partial(trio_ws.serve, echo, "127.0.0.1", 0, **options))
-    clients = []
-    for _ in range(count):
-        ws = await trio_ws.start_connection(nursery, f"ws://127.0.0.1:{server.port}/", **options)
-        await ws.send(MESSAGE)
-        await ws.receive()
-        clients.append(ws)
-    return clients
+    return None if settings is None else trio_ws.Deflate(**settings)
 
 
-async def _websockets(compression: str | None, nursery: trio.Nursery, count: int) -> list[Any]:
-    from websockets.trio.client import connect
-    from websockets.trio.server import serve
-
-    async def echo(ws: Any) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    server = await nursery.start(
-        functools.partial(serve, echo, 0, host="127.0.0.1", compression=compression)
-    )
-    port = server.listeners[0].socket.getsockname()[1]
-    clients = []
-    for _ in range(count):
-        ws = await connect(f"ws://127.0.0.1:{port}/", compression=compression).connect(nursery)
-        await ws.send(MESSAGE)
-        await ws.recv()
-        clients.append(ws)
-    return clients
-
-
-def _configurations() -> dict[str, Setup]:
-    configs: dict[str, Setup] = {}
-    try:
+async def _serve(library: str, settings: dict[str, Any] | None, nursery: trio.Nursery) -> int:
+    if library == "trio_ws":
         import trio_ws
 
-        configs["trio_ws, no compression"] = functools.partial(_trio_ws, None)
-        if hasattr(trio_ws, "Deflate"):
-            configs["trio_ws, compression (defaults)"] = functools.partial(
-                _trio_ws, trio_ws.Deflate()
+        async def echo(ws: trio_ws.WebSocket) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        server = await nursery.start(
+            functools.partial(
+                trio_ws.serve,
+                echo,
+                "127.0.0.1",
+                0,
+                compression=_trio_ws_compression(settings),
             )
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import websockets.trio.server  # noqa: F401
-
-        configs["websockets.trio, no compression"] = functools.partial(_websockets, None)
-        configs["websockets.trio, compression (defaults)"] = functools.partial(
-            _websockets, "deflate"
         )
-    except ImportError:  # pragma: no cover
-        pass
-    return configs
+        return int(server.port)
+    from websockets.trio.server import serve
+
+    async def wecho(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    compression = None if settings is None else "deflate"
+    server = await nursery.start(
+        functools.partial(serve, wecho, 0, host="127.0.0.1", compression=compression)
+    )
+    return int(server.listeners[0].socket.getsockname()[1])
 
 
-async def measure(setup: Setup, count: int) -> float:
-    """Bytes per endpoint of an idle connection."""
+async def _connect(
+    library: str, settings: dict[str, Any] | None, nursery: trio.Nursery, url: str, count: int
+) -> list[Any]:
+    clients = []
+    for _ in range(count):
+        if library == "trio_ws":
+            import trio_ws
+
+            ws = await trio_ws.start_connection(
+                nursery, url, compression=_trio_ws_compression(settings)
+            )
+            await ws.send(MESSAGE)
+            await ws.receive()
+        else:
+            from websockets.trio.client import connect
+
+            compression = None if settings is None else "deflate"
+            ws = await connect(url, compression=compression).connect(nursery)
+            await ws.send(MESSAGE)
+            await ws.recv()
+        clients.append(ws)
+    return clients
+
+
+def _grown(before: tracemalloc.Snapshot) -> int:
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+
+
+def _peer(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def measure_server_side(name: str, count: int) -> float:
+    library, settings = CONFIGURATIONS[name]
     async with trio.open_nursery() as nursery:
-        await setup(nursery, 2)  # warm up: imports, caches, the server itself
+        port = await _serve(library, settings, nursery)
+        await _run_peer_clients(name, port, 2)  # warm up
         gc.collect()
         before = tracemalloc.take_snapshot()
-        clients = await setup(nursery, count)
-        await trio.sleep(0.2)  # let background readers settle
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-        del clients
+        peer = _peer(["--peer-clients", name, str(port), str(count)])
+        assert peer.stdout is not None
+        ready = await trio.to_thread.run_sync(peer.stdout.readline)
+        assert ready.strip() == "ready", ready
+        await trio.sleep(0.3)  # idle: background readers settle
+        grown = _grown(before)
+        peer.communicate("")
         nursery.cancel_scope.cancel()
-    return grown / count / 2
+    return grown / count
+
+
+async def _run_peer_clients(name: str, port: int, count: int) -> None:
+    peer = _peer(["--peer-clients", name, str(port), str(count)])
+    assert peer.stdout is not None
+    await trio.to_thread.run_sync(peer.stdout.readline)
+    await trio.to_thread.run_sync(functools.partial(peer.communicate, ""))
+
+
+async def measure_client_side(name: str, count: int) -> float:
+    library, settings = CONFIGURATIONS[name]
+    peer = _peer(["--peer-server", name])
+    assert peer.stdout is not None
+    port = int(await trio.to_thread.run_sync(peer.stdout.readline))
+    url = f"ws://127.0.0.1:{port}/"
+    try:
+        async with trio.open_nursery() as nursery:
+            await _connect(library, settings, nursery, url, 2)  # warm up
+            gc.collect()
+            before = tracemalloc.take_snapshot()
+            clients = await _connect(library, settings, nursery, url, count)
+            await trio.sleep(0.3)
+            grown = _grown(before)
+            del clients
+            nursery.cancel_scope.cancel()
+    finally:
+        peer.communicate("")
+    return grown / count
+
+
+async def _peer_server(name: str) -> None:
+    library, settings = CONFIGURATIONS[name]
+    async with trio.open_nursery() as nursery:
+        print(await _serve(library, settings, nursery), flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+        nursery.cancel_scope.cancel()
+
+
+async def _peer_clients(name: str, port: int, count: int) -> None:
+    library, settings = CONFIGURATIONS[name]
+    async with trio.open_nursery() as nursery:
+        await _connect(library, settings, nursery, f"ws://127.0.0.1:{port}/", count)
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+        nursery.cancel_scope.cancel()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--only", help="substring filter on configuration names")
+    parser.add_argument("--only", help="comma-separated substrings of configuration names")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--peer-server", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-clients", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer_server:
+        trio.run(_peer_server, args.peer_server)
+        return
+    if args.peer_clients:
+        name, port, count = args.peer_clients
+        trio.run(_peer_clients, name, int(port), int(count))
+        return
     tracemalloc.start()
-    print(f"Memory per idle connection endpoint ({args.connections} connections, tracemalloc)\n")
-    print("| configuration | KiB per endpoint |")
-    print("|---|--:|")
-    for name, setup in _configurations().items():
-        if args.only and not any(part in name for part in args.only.split(",")):
-            continue
-        size = trio.run(measure, setup, args.connections)
-        print(f"| {name} | {size / 1024:.1f} |")
+    names = [
+        name
+        for name in CONFIGURATIONS
+        if not args.only or any(part in name for part in args.only.split(","))
+    ]
+    results = {}
+    for name in names:
+        sides: dict[str, Callable[[str, int], Any]] = {
+            "server": measure_server_side,
+            "client": measure_client_side,
+        }
+        results[name] = {
+            side: trio.run(run, name, args.connections) / 1024 for side, run in sides.items()
+        }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"Memory per idle connection ({args.connections} connections, tracemalloc, KiB)\n")
+    print("| configuration | server side | client side |")
+    print("|---|--:|--:|")
+    for name, sides_kib in results.items():
+        print(f"| {name} | {sides_kib['server']:.1f} | {sides_kib['client']:.1f} |")
 
 
 if __name__ == "__main__":

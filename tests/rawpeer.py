@@ -20,6 +20,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import Extension
 from wsproto.utilities import generate_accept_token
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -63,10 +64,13 @@ class RawClient:
         self.events: list[Event] = []
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/") -> RawClient:
+    async def connect(
+        cls, port: int, path: str = "/", extensions: list[Extension] | None = None
+    ) -> RawClient:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         ws = WSConnection(ConnectionType.CLIENT)
-        await stream.send_all(ws.send(Request(host=f"127.0.0.1:{port}", target=path)))
+        request = Request(host=f"127.0.0.1:{port}", target=path, extensions=extensions or [])
+        await stream.send_all(ws.send(request))
         while True:
             data = await stream.receive_some(65536)
             assert data, "server closed during the handshake"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from typing import Any
 
@@ -180,7 +181,7 @@ async def _cancelled_big_send(pair: Pair) -> None:
     # The server's queue holds one message (max_queue=1): once "fill" is in
     # it, the server stops reading and the big send must block.
     await pair.client.send("fill")
-    big = b"B" * (4 * 2**20)
+    big = random.Random(1).randbytes(4 * 2**20)  # incompressible: it must fill the socket
     with trio.move_on_after(0.2) as scope:
         await pair.client.send(big)
     assert scope.cancelled_caught, "the big send should have blocked"
@@ -243,7 +244,7 @@ async def test_backpressure_stops_reading_when_queue_is_full(pair_factory: Any) 
     pair: Pair = await pair_factory(server_options={"max_queue": 4})
     _shrink_buffers(pair.client, 8192)
     _shrink_buffers(pair.server, 8192)
-    message = b"x" * 4096
+    message = random.Random(2).randbytes(4096)  # incompressible
     sent = 0
     # The server application does not read: the client's sends must block
     # once the server's queue and both socket buffers are full.
@@ -449,7 +450,7 @@ async def test_queued_sends_fail_cleanly_when_the_close_starts(pair_factory: Any
 
     async def sender(i: int) -> None:
         try:
-            await pair.client.send(b"x" * 100_000)
+            await pair.client.send(random.Random(i).randbytes(100_000))
             outcomes.append("sent")
         except trio_ws.ConnectionClosed as exc:
             outcomes.append(f"closed {exc.code}")

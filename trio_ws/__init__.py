@@ -3,6 +3,7 @@
 from ._client import connect, start_connection
 from ._close import CloseCode, CloseInfo
 from ._connection import WebSocket
+from ._deflate import Deflate
 from ._errors import (
     ConnectFailed,
     ConnectionClosed,
@@ -17,6 +18,7 @@ from ._errors import (
     WebSocketError,
 )
 from ._http import Accept, Headers, Request, Response
+from ._message_stream import MessageStream
 from ._options import Options
 from ._pool import ConnectionPool, open_pool
 from ._reconnect import Backoff, Reconnecting, reconnect
@@ -35,12 +37,14 @@ __all__ = [
     "ConnectionPool",
     "ConnectionRejected",
     "ConnectionStats",
+    "Deflate",
     "Handler",
     "HandshakeError",
     "HandshakeTimeout",
     "Headers",
     "InvalidHandshake",
     "InvalidURL",
+    "MessageStream",
     "Options",
     "PoolTimeout",
     "ReconnectFailed",

@@ -118,12 +118,18 @@ async def _handshake(
 ) -> WebSocket:
     wsconn = WSConnection(ConnectionType.CLIENT)
     extra = [pair for pair in request_headers.raw() if pair[0].lower() != b"host"]
+    deflate = (
+        options.compression.extension(client=True, max_message_size=options.max_message_size)
+        if options.compression is not None
+        else None
+    )
     data = wsconn.send(
         WSRequest(
             host=url.host_header,
             target=url.resource,
             subprotocols=subprotocols,
             extra_headers=extra,
+            extensions=[deflate] if deflate is not None else [],
         )
     )
     sent = request_headers
@@ -159,7 +165,7 @@ async def _handshake(
                 assert wsconn.connection is not None
                 return WebSocket(
                     stream,
-                    Protocol(wsconn.connection, options.max_message_size),
+                    Protocol(wsconn.connection, options.max_message_size, deflate),
                     request=request,
                     response=Response(101, Headers.from_raw(event.extra_headers)),
                     subprotocol=event.subprotocol,

@@ -6,7 +6,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 import trio
@@ -14,8 +14,10 @@ import trio
 from ._close import CloseCode, CloseInfo, check_close_code, check_close_reason
 from ._errors import ConnectionClosed
 from ._http import Request, Response
+from ._message_stream import MessageStream
 from ._options import Options
 from ._protocol import (
+    PLAIN,
     CloseReceived,
     Failure,
     Incoming,
@@ -23,6 +25,7 @@ from ._protocol import (
     PingReceived,
     PongReceived,
     Protocol,
+    shared_frame,
 )
 from ._reader import Reader
 from ._stats import ConnectionStats, Traffic
@@ -35,6 +38,7 @@ logger = logging.getLogger("trio_ws")
 _ids = itertools.count(1)
 
 _MESSAGE = Kind.MESSAGE
+_UNCOMPRESSED = Kind.UNCOMPRESSED
 
 
 class _ConnectionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -86,6 +90,8 @@ class WebSocket(trio.abc.Channel[Message]):
         "_protocol",
         "_reader",
         "_stream",
+        "_stream_lot",
+        "_stream_sender",
         "_task_scopes",
         "_writer",
         "id",
@@ -135,6 +141,8 @@ class WebSocket(trio.abc.Channel[Message]):
         self._close_deadline = 0.0
         self._awaiting_reply = False  # we sent the first close frame
         self._pings: dict[bytes, _Ping] = {}
+        self._stream_sender: trio.lowlevel.Task | None = None  # see send_stream()
+        self._stream_lot = trio.lowlevel.ParkingLot()
         #: The round-trip time of the last answered ping (keepalive or
         #: :meth:`ping`), in seconds; None until one is answered.
         self.latency: float | None = None
@@ -230,8 +238,14 @@ class WebSocket(trio.abc.Channel[Message]):
 
     # -- messages --------------------------------------------------------------
 
-    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+    async def send(
+        self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> None:
         """Send one message: text for ``str``, binary for bytes-like data.
+
+        When compression was negotiated, the message is compressed unless
+        ``compress=False`` (for data known not to compress, such as images
+        or encrypted payloads) or it is shorter than ``Deflate.min_size``.
 
         Cancellation: if ``send()`` is cancelled before any of the message was
         written, the message is not sent; if it is cancelled part-way, the
@@ -242,9 +256,61 @@ class WebSocket(trio.abc.Channel[Message]):
         closed, and TypeError for other types.
         """
         try:
-            await self._writer.send(_MESSAGE, message)
+            await self._writer.send(_MESSAGE if compress else _UNCOMPRESSED, message)
         except NotOpen:
             raise await self._closed_error() from None
+
+    async def send_stream(
+        self,
+        chunks: Iterable[str | bytes | bytearray | memoryview]
+        | AsyncIterable[str | bytes | bytearray | memoryview],
+        *,
+        compress: bool = True,
+    ) -> None:
+        """Send one message made of ``chunks`` (all ``str`` for text, all
+        bytes-like for binary), one frame per chunk as soon as it is produced,
+        then an empty final frame, without holding the whole message in
+        memory: ``chunks`` may be a generator or an async iterable that
+        produces them as it goes. An empty iterable sends an empty binary
+        message.
+
+        While it runs, other tasks' messages wait (a message's frames cannot
+        be interleaved with another's); pings, pongs and a close can still
+        pass between the frames. One streamed message at a time: a second
+        ``send_stream()`` waits for the first.
+
+        Cancellation, or an exception from ``chunks``: if no frame of the
+        message was written yet, nothing was sent. Otherwise the peer has
+        part of the message and WebSocket offers no way to abandon it: the
+        connection is closed with 1011 and the exception propagates.
+        """
+        while self._stream_sender is not None:
+            await self._stream_lot.park()
+        self._stream_sender = trio.lowlevel.current_task()
+        self._writer.begin_stream()
+        try:
+            end: str | bytes = b""  # an empty iterable sends an empty binary message
+            async for chunk in _as_async(chunks):
+                await self._writer.send(Kind.FRAGMENT, (chunk, False, compress))
+                end = "" if isinstance(chunk, str) else b""
+            # The last frame is empty: each chunk went out as soon as it came.
+            await self._writer.send(Kind.FRAGMENT, (end, True, compress))
+        except NotOpen:
+            self._writer.end_stream()
+            raise await self._closed_error() from None
+        except BaseException:
+            if self._writer.end_stream() and not self._closing.is_set():
+                self._start_closing(
+                    CloseCode.INTERNAL_ERROR,
+                    "message interrupted",
+                    "local",
+                    "a streamed message was interrupted after its first frame",
+                    failure=True,
+                )
+            raise
+        finally:
+            self._stream_sender = None
+            self._stream_lot.unpark()
 
     async def receive(self) -> Message:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
@@ -260,6 +326,14 @@ class WebSocket(trio.abc.Channel[Message]):
             return await self._reader.receive()
         except NotOpen:
             raise await self._closed_error() from None
+
+    def receive_stream(self) -> MessageStream:
+        """Receive the next message piece by piece, as its frames arrive,
+        instead of whole: see :class:`MessageStream`. Use it as
+        ``async with ws.receive_stream() as message: async for chunk in message``.
+        Raises :class:`ConnectionClosed` (on entering or between chunks) once
+        no more of the message can come."""
+        return MessageStream(self._reader, self._closed_error)
 
     async def send_json(self, value: Any) -> None:
         """Send ``value`` encoded as JSON in a text message (same cancellation
@@ -433,10 +507,13 @@ class WebSocket(trio.abc.Channel[Message]):
         its :func:`encode_shared` framing, written as is where this connection
         allows; otherwise the message is framed here when written. Raises
         :class:`NotOpen` once the stream is broken."""
-        if frame is not None and self._protocol.shares_frames:
-            self._writer.enqueue(Kind.FRAME, (frame, type(message) is str), size)
-        else:
+        key = self._protocol.frame_key
+        if key is None or frame is None:
             self._writer.enqueue(Kind.MESSAGE, message, size)
+            return
+        if key != PLAIN:
+            frame = shared_frame(message, key)  # compressed once per broadcast
+        self._writer.enqueue(Kind.FRAME, (frame, type(message) is str), size)
 
     def _shed_and_close(self, code: int, reason: str, cause: str) -> int:
         """Drop the queued broadcast messages and start closing (without
@@ -586,6 +663,22 @@ class WebSocket(trio.abc.Channel[Message]):
                 await self._abort("TCP shutdown timed out")
         else:
             self._finish()
+
+
+async def _as_async(
+    items: Iterable[str | bytes | bytearray | memoryview]
+    | AsyncIterable[str | bytes | bytearray | memoryview],
+) -> AsyncIterator[str | bytes | bytearray | memoryview]:
+    """Iterate a plain or an async iterable the same way."""
+    if isinstance(items, (str, bytes, bytearray, memoryview)):
+        raise TypeError("send_stream() takes an iterable of chunks; use send() for one message")
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+            await trio.lowlevel.checkpoint_if_cancelled()
 
 
 class _Ping:

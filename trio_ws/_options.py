@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from ._deflate import Deflate
+
 __all__ = ["Options", "at_least_one", "check_connect_options", "positive"]
 
 #: Keyword arguments of connect() and start_connection() that are not Options.
@@ -78,6 +80,12 @@ class Options:
     #: stops while the library is not reading because ``max_queue`` is full:
     #: an application that is busy is not a dead peer. ``None``: wait forever.
     ping_timeout: float | None = attrs.field(default=20.0, validator=_positive_or_none)
+    #: permessage-deflate settings (:class:`Deflate`), offered by a client and
+    #: accepted by a server when the peer asks for it; ``None`` turns
+    #: compression off. See docs/compression.md.
+    compression: Deflate | None = attrs.field(
+        factory=Deflate, validator=attrs.validators.optional(attrs.validators.instance_of(Deflate))
+    )
 
     @property
     def close_seconds(self) -> float:

@@ -7,7 +7,7 @@ frame apart from a parse failure. No I/O, no clock, no tasks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable
 from typing import cast
 
 import attrs
@@ -20,21 +20,23 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
+from ._deflate import Deflate, DeflateExtension
 
 __all__ = [
     "CloseReceived",
     "Failure",
     "Message",
+    "Piece",
     "PingReceived",
     "PongReceived",
     "Protocol",
     "encode_shared",
+    "shared_frame",
 ]
 
 #: A complete WebSocket message: ``str`` for text, ``bytes`` for binary.
@@ -49,6 +51,15 @@ class PingReceived:
 @attrs.frozen
 class PongReceived:
     payload: bytes
+
+
+@attrs.frozen(slots=True)
+class Piece:
+    """Part of a message being received as a stream (see receive_stream)."""
+
+    data: str | bytes
+    #: True for the message's last piece.
+    last: bool
 
 
 @attrs.frozen
@@ -77,12 +88,12 @@ class Failure:
         """The explanation kept in the connection's CloseInfo."""
         if self.code == CloseCode.PROTOCOL_ERROR:
             return f"protocol error: {self.reason}"
-        if self.code == CloseCode.INVALID_PAYLOAD:
+        if self.code == CloseCode.INVALID_PAYLOAD and self.reason != "invalid compressed data":
             return f"invalid UTF-8: {self.reason}"
         return self.reason
 
 
-Incoming = str | bytes | PingReceived | PongReceived | CloseReceived | Failure
+Incoming = str | bytes | Piece | PingReceived | PongReceived | CloseReceived | Failure
 
 
 def _size(piece: str | bytes) -> int:
@@ -92,40 +103,96 @@ def _size(piece: str | bytes) -> int:
     return len(piece)
 
 
-# A server-side wsproto connection used only to frame messages for
-# encode_shared(): server frames are unmasked, and without extensions a
-# message's frame is the same bytes for every connection.
-_SHARED_FRAMER = Connection(ConnectionType.SERVER)
+#: The frame key of server connections without extensions (see Protocol.frame_key).
+PLAIN = ("plain",)
+
+# Server-side wsproto connections used only to frame broadcast messages, one
+# per frame key, and the last message each one framed.
+_framers: dict[Hashable, tuple[Connection, DeflateExtension | None]] = {}
+_last_framed: dict[Hashable, tuple[object, bytes]] = {}
+
+
+def _framer(key: Hashable) -> tuple[Connection, DeflateExtension | None]:
+    if key == PLAIN:
+        return Connection(ConnectionType.SERVER), None
+    _, bits, level, memory_level, min_size = cast("tuple[str, int, int, int, int]", key)
+    settings = Deflate(
+        server_max_window_bits=bits,
+        server_no_context_takeover=True,
+        level=level,
+        memory_level=memory_level,
+        min_size=min_size,
+    )
+    extension = settings.extension(client=False, max_message_size=None)
+    extension.accept("permessage-deflate; server_no_context_takeover")
+    return Connection(ConnectionType.SERVER, [extension]), extension
+
+
+def shared_frame(message: str | bytes | bytearray | memoryview, key: Hashable) -> bytes:
+    """Frame a whole message as every server connection with this frame key
+    would frame it: once per broadcast, not once per recipient. The last
+    message framed for each key is remembered, so a broadcast loop asks
+    for each key's frame once."""
+    last = _last_framed.get(key)
+    if last is not None and last[0] is message:
+        return last[1]
+    framer = _framers.get(key)
+    if framer is None:
+        framer = _framers[key] = _framer(key)
+    connection, extension = framer
+    if extension is not None and len(message) < extension.settings.min_size:
+        extension.skip_next = True
+    if isinstance(message, str):
+        frame = connection.send(TextMessage(data=message))
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        frame = connection.send(BytesMessage(data=bytes(message)))
+    else:
+        raise TypeError(
+            "a WebSocket message is str (text) or bytes-like (binary), not "
+            f"{type(message).__name__}"
+        )
+    _last_framed[key] = (message, frame)
+    return frame
 
 
 def encode_shared(message: str | bytes | bytearray | memoryview) -> bytes:
     """Frame a whole message once, as any server connection without
     extensions would frame it (the broadcast path)."""
-    if isinstance(message, str):
-        return _SHARED_FRAMER.send(TextMessage(data=message))
-    if isinstance(message, memoryview):
-        message = message.tobytes()
-    if isinstance(message, (bytes, bytearray)):
-        return _SHARED_FRAMER.send(BytesMessage(data=message))
-    raise TypeError(
-        f"a WebSocket message is str (text) or bytes-like (binary), not {type(message).__name__}"
-    )
+    return shared_frame(message, PLAIN)
 
 
 class Protocol:
     """One open WebSocket connection's protocol state (after the handshake)."""
 
-    __slots__ = ("_conn", "_discarding", "_extensions", "_max_size", "_parts", "_size", "dead")
+    __slots__ = (
+        "_conn",
+        "_discarding",
+        "_drop_stream",
+        "_fragmenting",
+        "_max_size",
+        "_parts",
+        "_size",
+        "_streaming",
+        "dead",
+        "deflate",
+        "stream_next",
+    )
 
     def __init__(
         self,
         connection: Connection,
         max_message_size: int | None,
-        extensions: Sequence[Extension] = (),
+        deflate: DeflateExtension | None = None,
     ) -> None:
         self._conn = connection
-        self._extensions = tuple(extensions)
+        #: The negotiated permessage-deflate extension, or None.
+        self.deflate = deflate if deflate is not None and deflate.enabled() else None
         self._max_size = max_message_size
+        self._fragmenting = False  # a streamed message is being sent
+        #: The next message to start is to be handed out as pieces.
+        self.stream_next = False
+        self._streaming = False  # the current message is handed out as pieces
+        self._drop_stream = False  # ...and its receiver left: drop the rest
         self._parts: list[str | bytes] = []
         self._size = 0
         # True while the rest of an over-sized message is being skipped.
@@ -175,6 +242,12 @@ class Protocol:
             if event.message_finished:
                 self._discarding = False
             return None
+        if self.stream_next and not self._parts and not self._streaming:
+            # A message starts, and a receiver asked for it as a stream.
+            self.stream_next = False
+            self._streaming = True
+        if self._streaming:
+            return self._stream_piece(piece, event.message_finished)
         limit = self._max_size
         if event.message_finished and not self._parts:
             # The whole message arrived in one piece: the common case, no copy.
@@ -196,6 +269,50 @@ class Protocol:
             return "".join(parts)  # type: ignore[arg-type]
         return b"".join(parts)  # type: ignore[arg-type]
 
+    def _stream_piece(self, piece: str | bytes, last: bool) -> Piece | Failure | None:
+        self._size += _size(piece)
+        if self._max_size is not None and self._size > self._max_size:
+            self._streaming = self._drop_stream = False
+            self._size = 0
+            return self._too_big(last)
+        if last:
+            self._streaming = False
+            self._size = 0
+        if self._drop_stream:
+            self._drop_stream = not last
+            return None
+        return Piece(piece, last)
+
+    # -- streamed messages (driven by the reader) ----------------------------
+
+    def request_stream(self) -> Piece | None:
+        """A receiver wants the next message as a stream. If one is half
+        assembled, it becomes that stream: what arrived so far is returned as
+        its first piece. Otherwise the next message to start is streamed."""
+        if not self._parts:
+            self.stream_next = True
+            return None
+        parts, self._parts = self._parts, []
+        self._streaming = True
+        if type(parts[0]) is str:
+            return Piece("".join(parts), False)  # type: ignore[arg-type]
+        return Piece(b"".join(parts), False)  # type: ignore[arg-type]
+
+    def cancel_stream_request(self) -> None:
+        """The receiver that asked for a stream gave up before it started."""
+        self.stream_next = False
+
+    def unstream(self, parts: list[str | bytes]) -> None:
+        """Assemble the current streamed message after all (nobody took its
+        first piece): ``parts`` are the pieces already handed out."""
+        self._streaming = False
+        self._parts = parts
+
+    def drop_stream(self) -> None:
+        """The receiver left the streamed message early: drop its rest."""
+        if self._streaming:
+            self._drop_stream = True
+
     def _too_big(self, finished: bool) -> Failure:
         self._discarding = not finished
         return Failure(
@@ -212,28 +329,64 @@ class Protocol:
             return CloseReceived(event.code, event.reason or "")
         self.dead = True
         code = event.code
-        if code != CloseCode.INVALID_PAYLOAD:
+        reason = event.reason or "protocol error"
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            # Only our deflate extension says this, while inflating.
+            reason = f"message larger than {self._max_size} bytes"
+        elif code == CloseCode.INVALID_PAYLOAD and reason == "error in extension":
+            reason = "invalid compressed data"
+        elif code != CloseCode.INVALID_PAYLOAD:
             code = CloseCode.PROTOCOL_ERROR
-        return Failure(code, event.reason or "protocol error", parser_usable=False)
+        return Failure(code, reason, parser_usable=False)
 
     # -- outgoing ------------------------------------------------------------
 
     def _send(self, event: Event) -> bytes:
         return self._conn.send(event)
 
-    def encode_message(self, message: str | bytes | bytearray | memoryview) -> bytes:
-        """Frame a whole message. Raise TypeError for other types and
-        LocalProtocolError when the connection is no longer open."""
+    def encode_message(
+        self, message: str | bytes | bytearray | memoryview, compress: bool = True
+    ) -> bytes:
+        """Frame a whole message (compressed when the extension is in use,
+        ``compress`` is true and the message is not tiny). Raise TypeError
+        for other types and LocalProtocolError when the connection is no
+        longer open."""
         if isinstance(message, str):
-            return self._send(TextMessage(data=message))
-        if isinstance(message, (bytes, bytearray)):
-            return self._send(BytesMessage(data=message))
-        if isinstance(message, memoryview):
-            return self._send(BytesMessage(data=message.tobytes()))
-        raise TypeError(
-            f"a WebSocket message is str (text) or bytes-like (binary), not "
-            f"{type(message).__name__}"
-        )
+            event: Event = TextMessage(data=message)
+        elif isinstance(message, (bytes, bytearray)):
+            event = BytesMessage(data=message)
+        elif isinstance(message, memoryview):
+            event = BytesMessage(data=message.tobytes())
+        else:
+            raise TypeError(
+                f"a WebSocket message is str (text) or bytes-like (binary), not "
+                f"{type(message).__name__}"
+            )
+        ext = self.deflate
+        if ext is not None and (not compress or len(message) < ext.settings.min_size):
+            ext.skip_next = True
+        return self._send(event)
+
+    def encode_fragment(
+        self, data: str | bytes | bytearray | memoryview, last: bool, compress: bool = True
+    ) -> bytes:
+        """Frame one fragment of a streamed message (the first one decides
+        text or binary and compression). Raise TypeError for other types or
+        a type that changes within the message."""
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        if isinstance(data, str):
+            event: Event = TextMessage(data=data, message_finished=last)
+        elif isinstance(data, (bytes, bytearray)):
+            event = BytesMessage(data=data, message_finished=last)
+        else:
+            raise TypeError(f"a message fragment is str or bytes-like, not {type(data).__name__}")
+        ext = self.deflate
+        if ext is not None and not compress and not self._fragmenting:
+            ext.skip_next = True  # decided once, at the message's first frame
+        frame = self._send(event)
+        self._fragmenting = not last
+        return frame
 
     def encode_ping(self, payload: bytes) -> bytes:
         return self._send(Ping(payload=payload))
@@ -249,14 +402,36 @@ class Protocol:
         return self._send(CloseConnection(code=code, reason=reason))
 
     @property
-    def shares_frames(self) -> bool:
-        """True when this connection's frames for a message are exactly those of
-        :func:`encode_shared` (server side, no extension in use)."""
-        return not self._conn.client and not self.extensions_in_use
+    def frame_key(self) -> Hashable | None:
+        """Connections with the same key frame a message into the same bytes
+        (see :func:`shared_frame`); None when this one's frames are its own
+        (a client masks each frame; a compressor that keeps its context
+        depends on the messages before)."""
+        if self._conn.client:
+            return None
+        ext = self.deflate
+        if ext is None:
+            return PLAIN
+        if not ext.server_no_context_takeover:
+            return None
+        settings = ext.settings
+        return (
+            "deflate",
+            ext.server_max_window_bits,
+            settings.level,
+            settings.memory_level,
+            settings.min_size,
+        )
 
     @property
-    def extensions_in_use(self) -> bool:
-        return any(ext.enabled() for ext in self._extensions)
+    def compressor_keeps_context(self) -> bool:
+        """True when framing a message changes how later ones are framed."""
+        ext = self.deflate
+        if ext is None:
+            return False
+        if self._conn.client:
+            return not ext.client_no_context_takeover
+        return not ext.server_no_context_takeover
 
     @property
     def can_send_data(self) -> bool:

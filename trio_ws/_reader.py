@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import trio
 
-from ._protocol import Incoming, Message, Protocol
+from ._protocol import Incoming, Message, Piece, Protocol
 from ._writer import STREAM_ERRORS, NotOpen
 
 __all__ = ["READ_SIZE", "Reader"]
@@ -58,6 +58,7 @@ class Reader:
         "_receivers",
         "_recv_lot",
         "_stream",
+        "_stream_owner",
         "_task_lot",
         "_task_wait",
         "_unpaused",
@@ -89,7 +90,8 @@ class Reader:
         self._receive_some = (
             stream.socket.recv if isinstance(stream, trio.SocketStream) else stream.receive_some
         )
-        self._messages: deque[Message] = deque()
+        self._messages: deque[Message | Piece] = deque()
+        self._stream_owner: trio.lowlevel.Task | None = None  # see start_stream()
         self._receivers = 0  # tasks inside receive()
         self._reading = False  # someone is inside receive_some()
         self._recv_lot = trio.lowlevel.ParkingLot()
@@ -132,27 +134,119 @@ class Reader:
     async def receive(self) -> Message:
         """Return the next message. Raise :class:`NotOpen` once the queue is
         drained and no more messages will come. Cancel-safe: a cancelled call
-        takes no message."""
+        takes no message. While another task receives a message as a stream,
+        waits for that stream to end."""
+        messages = self._messages
+        self._receivers += 1
+        try:
+            if messages and self._stream_owner is None:
+                await trio.lowlevel.checkpoint()
+            while not messages or self._stream_owner is not None:
+                if self._stream_owner is not None:
+                    await self._recv_lot.park()
+                else:
+                    await self._wait()
+            message = messages.popleft()
+        finally:
+            self._left()
+        return message  # type: ignore[return-value]  # whole: pieces belong to streams
+
+    async def _wait(self) -> None:
+        """Wait for something to arrive: read the socket ourselves if that is
+        our turn, else wait for whoever reads. NotOpen if nothing will come."""
+        if self.ended:
+            raise NotOpen
+        if self._direct and not self._reading and not self._urgent:
+            await self._read_once()
+        else:
+            await self._recv_lot.park()
+
+    def _left(self) -> None:
+        """A receiver leaves: wake the reader task if it waits on us."""
+        self._receivers -= 1
+        if self._receivers == 0 and self._task_wait is _Wait.RECEIVERS:
+            self._wake_task(delay=True)
+        if self._task_wait is _Wait.SPACE and len(self._messages) < self._max_queue:
+            self._wake_task()
+
+    # -- messages received as streams -------------------------------------------
+
+    async def start_stream(self) -> Piece | Message:
+        """Claim the next message as a stream; return its first piece (a whole
+        message if one was already assembled). One stream at a time; others
+        wait. Cancel-safe: if cancelled, nothing was taken."""
+        messages = self._messages
+        self._receivers += 1
+        try:
+            while self._stream_owner is not None:
+                await self._recv_lot.park()
+            self._stream_owner = trio.lowlevel.current_task()
+            try:
+                if messages:
+                    await trio.lowlevel.checkpoint()
+                if messages and type(messages[0]) is not Piece:
+                    whole = messages.popleft()
+                    self._end_stream()
+                    return whole
+                first = self._protocol.request_stream()
+                if first is not None:
+                    return first
+                while not messages:
+                    await self._wait()
+                return messages.popleft()
+            except BaseException:
+                self._protocol.cancel_stream_request()
+                self._unclaim()
+                self._end_stream()
+                raise
+        finally:
+            self._left()
+
+    async def next_piece(self) -> Piece:
+        """The next piece of the claimed stream. Cancel-safe."""
         messages = self._messages
         self._receivers += 1
         try:
             if messages:
                 await trio.lowlevel.checkpoint()
             while not messages:
-                if self.ended:
-                    raise NotOpen
-                if self._direct and not self._reading and not self._urgent:
-                    await self._read_once()
-                else:
-                    await self._recv_lot.park()
-            message = messages.popleft()
+                await self._wait()
+            piece = messages.popleft()
         finally:
-            self._receivers -= 1
-            if self._receivers == 0 and self._task_wait is _Wait.RECEIVERS:
-                self._wake_task(delay=True)
-        if self._task_wait is _Wait.SPACE and len(messages) < self._max_queue:
-            self._wake_task()
-        return message
+            self._left()
+        assert type(piece) is Piece
+        if piece.last:
+            self._end_stream()
+        return piece
+
+    def abandon_stream(self) -> None:
+        """The stream's receiver left before its last piece: drop the rest."""
+        messages = self._messages
+        while messages and type(messages[0]) is Piece:
+            if messages.popleft().last:  # type: ignore[union-attr]
+                break
+        else:
+            self._protocol.drop_stream()  # the rest is dropped as it arrives
+        self._end_stream()
+
+    def _unclaim(self) -> None:
+        """Pieces were queued for a stream whose receiver gave up before
+        taking any: hand the message back to receive(), whole."""
+        messages = self._messages
+        parts: list[str | bytes] = []
+        while messages and type(messages[0]) is Piece:
+            piece = messages.popleft()
+            parts.append(piece.data)  # type: ignore[union-attr]
+            if piece.last:  # type: ignore[union-attr]
+                joined = "".join(parts) if type(parts[0]) is str else b"".join(parts)  # type: ignore[arg-type]
+                messages.appendleft(joined)
+                return
+        if parts:
+            self._protocol.unstream(parts)
+
+    def _end_stream(self) -> None:
+        self._stream_owner = None
+        self._recv_lot.unpark_all()
 
     def end(self) -> None:
         """No more messages will be queued: wake every waiting receiver."""
@@ -206,6 +300,12 @@ class Reader:
                 self.text_in += 1
             elif kind is bytes:
                 self.binary_in += 1
+            elif kind is Piece:
+                if item.last:  # type: ignore[union-attr]
+                    if type(item.data) is str:  # type: ignore[union-attr]
+                        self.text_in += 1
+                    else:
+                        self.binary_in += 1
             else:
                 self._on_event(item)
                 continue

@@ -255,14 +255,26 @@ async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> 
     try:
         subprotocol = _choose_subprotocol(request, decision, policy.subprotocols)
         extra_headers = decision.headers.raw() if decision is not None else []
-        data = wsconn.send(AcceptConnection(subprotocol=subprotocol, extra_headers=extra_headers))
+        compression = policy.options.compression
+        deflate = (
+            compression.extension(client=False, max_message_size=policy.options.max_message_size)
+            if compression is not None
+            else None
+        )
+        data = wsconn.send(
+            AcceptConnection(
+                subprotocol=subprotocol,
+                extra_headers=extra_headers,
+                extensions=[deflate] if deflate is not None else [],
+            )
+        )
     except (ValueError, ProtocolError, h11.LocalProtocolError):
         logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
         await _answer(stream, h11conn, _error(500, "the server failed to accept the upgrade"))
         return "rejected"
     await stream.send_all(data)
     assert wsconn.connection is not None
-    protocol = Protocol(wsconn.connection, policy.options.max_message_size)
+    protocol = Protocol(wsconn.connection, policy.options.max_message_size, deflate)
     return WebSocket(
         stream,
         protocol,

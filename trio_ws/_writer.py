@@ -43,11 +43,13 @@ class NotOpen(Exception):
 
 class Kind(enum.Enum):
     MESSAGE = 1  # a message, framed when it is written
+    UNCOMPRESSED = 7  # the same, never compressed
     FRAME = 2  # a message already framed: (frame bytes, is_text), shared by a broadcast
     PING = 3
     PONG = 4
     CLOSE = 5
     RAW = 6  # bytes already framed (the rest of a frame a cancelled send began)
+    FRAGMENT = 8  # one frame of a streamed message: (data, last, compress)
 
 
 class _State(enum.Enum):
@@ -69,6 +71,9 @@ class _Job:
         self.size = size  # counted in queued_bytes while queued
 
 
+#: Whole messages: held back while a streamed message is being written.
+_WHOLE_MESSAGES = frozenset({Kind.MESSAGE, Kind.UNCOMPRESSED, Kind.FRAME})
+
 #: Starts a task in the connection's nursery (shielded and guarded).
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
@@ -88,6 +93,7 @@ class Writer:
         "_busy",
         "_fd",
         "_handed_off",
+        "_held",
         "_jobs",
         "_lot",
         "_on_broken",
@@ -96,9 +102,11 @@ class Writer:
         "_running",
         "_spawn",
         "_stream",
+        "_stream_frames",
         "binary_out",
         "broken",
         "bytes_out",
+        "fragmenting",
         "stateful_encoding",
         "text_out",
     )
@@ -119,12 +127,17 @@ class Writer:
         self._busy = False  # the write lock
         self._handed_off = False  # the lock was handed to the writer task
         self._running = False  # the writer task exists
+        #: True between the first and the last frame of a streamed message:
+        #: no other message's frame may be written then (control frames may).
+        self.fragmenting = False
+        self._held: list[_Job] = []  # whole messages waiting for the stream to end
+        self._stream_frames = 0
         self._lot = trio.lowlevel.ParkingLot()  # where the writer task waits
         #: Set when a write failed or the connection ended: nothing more is written.
         self.broken: BaseException | None = None
         #: True when an encoded frame must be written even if its send() is
         #: cancelled before any byte went out (stateful encoders).
-        self.stateful_encoding = False
+        self.stateful_encoding = protocol.compressor_keeps_context
         #: Messages written (by type) and bytes handed to the stream.
         self.text_out = 0
         self.binary_out = 0
@@ -141,16 +154,25 @@ class Writer:
 
     def _encode(self, kind: Kind, payload: Any) -> bytes | None:
         proto = self._protocol
-        if kind is Kind.MESSAGE:
+        if kind is Kind.MESSAGE or kind is Kind.UNCOMPRESSED:
             if not proto.can_send_data:
                 raise NotOpen
-            return proto.encode_message(payload)
+            return proto.encode_message(payload, kind is Kind.MESSAGE)
         if kind is Kind.RAW:
             return payload  # type: ignore[no-any-return]
         if kind is Kind.FRAME:
             if not proto.can_send_data:
                 raise NotOpen
             return payload[0]  # type: ignore[no-any-return]
+        if kind is Kind.FRAGMENT:
+            if not proto.can_send_data:
+                raise NotOpen
+            data, last, compress = payload
+            frame = proto.encode_fragment(data, last, compress)
+            self._stream_frames += 1
+            if last:
+                self._end_stream()
+            return frame
         if kind is Kind.CLOSE:
             if not proto.can_send_close:
                 return None
@@ -165,10 +187,12 @@ class Writer:
 
     def _count(self, kind: Kind, payload: Any, size: int) -> None:
         self.bytes_out += size
-        if kind is Kind.MESSAGE:
+        if kind is Kind.MESSAGE or kind is Kind.UNCOMPRESSED:
             is_text = type(payload) is str
         elif kind is Kind.FRAME:
             is_text = payload[1]
+        elif kind is Kind.FRAGMENT and payload[1]:
+            is_text = type(payload[0]) is str  # a streamed message counts once, at its end
         else:
             return
         if is_text:
@@ -190,6 +214,9 @@ class Writer:
         if self.broken is not None:
             await trio.lowlevel.checkpoint()
             raise NotOpen
+        if self.fragmenting and kind in _WHOLE_MESSAGES:
+            await self._wait_held(kind, payload)
+            return
         if self._fd >= 0 and not self._busy and not self._jobs:
             # Cancellation point: nothing is encoded or written if cancelled.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -210,7 +237,17 @@ class Writer:
         self._jobs.append(job)
         if not self._busy:
             self._wake()
+        await self._wait_for(job)
 
+    async def _wait_held(self, kind: Kind, payload: Any) -> None:
+        """A whole message sent while a streamed one is in progress: it waits
+        for the stream to end, then goes out in its turn."""
+        job = _Job(kind, payload, trio.lowlevel.current_task())
+        self._held.append(job)
+        await self._wait_for(job)
+
+    @staticmethod
+    async def _wait_for(job: _Job) -> None:
         def abort(_: Any) -> trio.lowlevel.Abort:
             if job.state is _State.QUEUED:
                 job.state = _State.CANCELLED
@@ -276,6 +313,10 @@ class Writer:
         waits; the caller enforces any limit first."""
         if self.broken is not None:
             raise NotOpen
+        if self.fragmenting:
+            self._held.append(_Job(kind, payload, None, size))
+            self._queued_bytes += size
+            return
         if self._fd >= 0 and not self._busy and not self._jobs:
             self._busy = True
             try:
@@ -302,6 +343,30 @@ class Writer:
         self._queued_bytes += size
         if not self._busy:
             self._wake()
+
+    def begin_stream(self) -> None:
+        """A streamed message starts: from now on, whole messages wait for it
+        to end (those queued before it still go first)."""
+        self.fragmenting = True
+        self._stream_frames = 0
+
+    def end_stream(self) -> int:
+        """The streamed message's sender is done, normally or not; return how
+        many of its frames were encoded (if any, but not its last, the peer
+        holds part of a message)."""
+        frames = self._stream_frames
+        if self.fragmenting:
+            self._end_stream()
+        return frames
+
+    def _end_stream(self) -> None:
+        self.fragmenting = False
+        if self._held:
+            # The messages held back go next, in their order.
+            self._jobs.extendleft(reversed(self._held))
+            self._held.clear()
+            if not self._busy:
+                self._wake()
 
     def _release(self) -> None:
         self._busy = False
@@ -409,9 +474,10 @@ class Writer:
         away because of ``exc``); nothing more will be written."""
         if self.broken is None:
             self.broken = exc
-        while self._jobs:
-            job = self._jobs.popleft()
+        for job in (*self._jobs, *self._held):
             job.state = _State.CANCELLED
             self._finish(job, outcome.Error(NotOpen()))
+        self._jobs.clear()
+        self._held.clear()
         self._queued_bytes = 0
         self._lot.unpark_all()

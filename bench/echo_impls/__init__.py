@@ -93,6 +93,13 @@ IMPLS: tuple[Impl, ...] = (
         (("websockets.trio", "websockets==17.4"),),
     ),
     Impl(
+        "websockets_asyncio",
+        "websockets (asyncio)",
+        "websockets_asyncio_echo",
+        "asyncio",
+        (("websockets.asyncio", "websockets==17.4"),),
+    ),
+    Impl(
         "trio_websocket",
         "trio-websocket",
         "trio_websocket_echo",

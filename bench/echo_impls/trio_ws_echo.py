@@ -1,7 +1,9 @@
-"""trio_ws: ``trio_ws.connect`` against ``trio_ws.serve``, default options."""
+"""trio_ws: ``trio_ws.connect`` against ``trio_ws.serve``; compression off (as for every
+implementation), other options at their defaults."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,13 +21,15 @@ async def _handler(ws: trio_ws.WebSocket) -> None:
 @asynccontextmanager
 async def serve() -> AsyncIterator[int]:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(trio_ws.serve, _handler, "127.0.0.1", 0)
+        server = await nursery.start(
+            functools.partial(trio_ws.serve, _handler, "127.0.0.1", 0, compression=None)
+        )
         yield server.port
         nursery.cancel_scope.cancel()
 
 
 def connect(url: str) -> trio_ws.connect:
-    return trio_ws.connect(url)
+    return trio_ws.connect(url, compression=None)
 
 
 async def echo(ws: trio_ws.WebSocket, message: Payload, count: int) -> Payload:
