@@ -58,24 +58,35 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 class Background:
     """An example started in the background, whose output is read line by line."""
 
-    def __init__(self, name: str, *args: str) -> None:
+    def __init__(self, name: str, *args: str, stdin: bool = False) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(EXAMPLES / name), *args],
+            stdin=subprocess.PIPE if stdin else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=ENV,
         )
+        self._pending = b""  # read from stdout, not yet returned
 
     def readline(self) -> str:
+        # os.read, not the pipe's readline: lines it buffered would be
+        # invisible to select().
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], TIMEOUT)
-        assert ready, "no output in time"
-        return self.proc.stdout.readline()
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], TIMEOUT)
+            assert ready, "no output in time"
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            self._pending += data
+        line, newline, self._pending = self._pending.partition(b"\n")
+        return (line + newline).decode()
 
     def wait(self) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=TIMEOUT)
-        return self.proc.returncode, out, err
+        return self.proc.returncode, self._pending.decode() + out, err
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -98,8 +109,16 @@ def refused_port() -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
+#: The chat demo's files (examples/chat/), tested in test_chat.py: the
+#: protocol with real clients, the terminal client in-process and from the
+#: command line, the page over HTTP and in a headless browser.
+CHAT_TESTED = {"server.py", "client.py", "index.html"}
+
+
 def test_every_example_is_tested() -> None:
     assert {path.name for path in EXAMPLES.glob("*.py")} == TESTED
+    assert {path.name for path in (EXAMPLES / "chat").iterdir()} == CHAT_TESTED
+    assert {path.name for path in EXAMPLES.iterdir() if path.is_dir()} == {"chat"}
 
 
 # -- echo_server.py and echo_client.py ---------------------------------------
@@ -303,3 +322,36 @@ def test_reconnecting_client_carries_on_across_a_restart() -> None:
     assert result.stdout.startswith("attempt 1 failed: ConnectFailed; retrying in ")
     assert "gave up after 2 failed attempts" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- chat/server.py and chat/client.py ----------------------------------------
+
+
+def test_chat_server_and_client_run_as_programs(background: list[Background]) -> None:
+    server = Background("chat/server.py", "--port", "0")
+    background.append(server)
+    banner = re.fullmatch(
+        r"chat server on http://127\.0\.0\.1:(\d+)/ \(Ctrl-C to stop\)\n", server.readline()
+    )
+    assert banner
+    assert server.readline() == "open that page in a browser, or join from a terminal:\n"
+    url = f"ws://127.0.0.1:{banner[1]}/"
+    assert server.readline() == f"  python examples/chat/client.py {url} --name YOUR_NAME\n"
+    assert http_get(int(banner[1]), "/").startswith(b"HTTP/1.1 200 OK\r\n")
+
+    client = Background("chat/client.py", url, "--name", "zed", "--room", "den", stdin=True)
+    background.append(client)
+    assert client.readline() == "* you joined #den as zed; here: zed\n"
+    assert client.proc.stdin is not None
+    client.proc.stdin.write("hello\n/join games\n")
+    client.proc.stdin.flush()
+    assert client.readline() == "[#den] zed: hello\n"
+    assert client.readline() == "* you joined #games as zed; here: zed\n"
+    status, out, err = client.wait()  # end of input: the client leaves
+    assert status == 0, err
+    assert out == "closed: we closed the connection with 1000 (normal closure)\n"
+
+    server.proc.send_signal(signal.SIGINT)
+    status, out, err = server.wait()
+    assert status == 0, err
+    assert out == "stopping\n"

@@ -18,7 +18,9 @@ from ._errors import (
     WebSocketError,
 )
 from ._http import Accept, Headers, Request, Response
+from ._hub import Hub, HubStats, Member, open_hub
 from ._message_stream import MessageStream
+from ._metrics import PrometheusMetrics
 from ._options import Options
 from ._pool import ConnectionPool, open_pool
 from ._reconnect import Backoff, Reconnecting, reconnect
@@ -42,11 +44,15 @@ __all__ = [
     "HandshakeError",
     "HandshakeTimeout",
     "Headers",
+    "Hub",
+    "HubStats",
     "InvalidHandshake",
     "InvalidURL",
+    "Member",
     "MessageStream",
     "Options",
     "PoolTimeout",
+    "PrometheusMetrics",
     "ReconnectFailed",
     "Reconnecting",
     "Request",
@@ -59,6 +65,7 @@ __all__ = [
     "WebSocketError",
     "__version__",
     "connect",
+    "open_hub",
     "open_pool",
     "reconnect",
     "serve",

@@ -1,4 +1,4 @@
-"""``python -m trio_ws serve | connect URL | demo``."""
+"""``python -m trio_ws chat | chat-client URL | serve | connect URL | demo``."""
 
 from ._cli import main
 

@@ -1,13 +1,15 @@
-"""``python -m trio_ws``: an echo server, an interactive client, and a demo."""
+"""``python -m trio_ws``: a chat demo, an echo server, an interactive client, and a demo."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import trio
 
@@ -134,6 +136,38 @@ async def run_demo(out: TextIO) -> None:
         say("9. server stopped: every connection was closed with 1001 first")
 
 
+# -- chat and chat-client -----------------------------------------------------
+
+#: Where the chat demo's source lives: it is an example, readable as a
+#: tutorial (docs/chat.md), not a module of the installed package.
+CHAT_DIRECTORY = Path("examples") / "chat"
+
+
+def chat_module(name: str) -> Any:
+    """Load ``examples/chat/<name>.py`` from the source tree this package
+    comes from (or the current directory). Raises SystemExit with an
+    explanation when there is no such tree, as after installing from a wheel."""
+    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        path = base / CHAT_DIRECTORY / f"{name}.py"
+        if path.is_file():
+            break
+    else:
+        raise SystemExit(
+            f"the chat demo runs from a source checkout of trio_ws: {CHAT_DIRECTORY / name}.py "
+            "was not found next to the package or in the current directory"
+        )
+    module_name = f"trio_ws_chat_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 # -- entry point -----------------------------------------------------------
 
 
@@ -141,6 +175,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trio_ws", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
+    chat_cmd = commands.add_parser(
+        "chat", help="run the chat demo: rooms, a web page at /, terminal clients"
+    )
+    chat_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    chat_cmd.add_argument("--port", type=int, default=8765, help="default: 8765; 0: a free port")
+    client_cmd = commands.add_parser("chat-client", help="join a chat server from the terminal")
+    client_cmd.add_argument("url", help="the chat server's ws:// URL")
+    client_cmd.add_argument("--name", required=True, help="your name in the chat")
+    client_cmd.add_argument("--room", default="lobby", help="the room to join first (lobby)")
     serve_cmd = commands.add_parser("serve", help="run an echo server")
     serve_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8765, help="default: 8765")
@@ -158,6 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        if args.command == "chat":
+            server = chat_module("server")
+            options = ["--host", args.host, "--port", str(args.port)]
+            return int(server.run(options, client_command="python -m trio_ws chat-client"))
+        if args.command == "chat-client":
+            client = chat_module("client")
+            return int(client.run([args.url, "--name", args.name, "--room", args.room]))
         if args.command == "serve":
             trio.run(run_server, args.host, args.port, sys.stdout)
         elif args.command == "connect":

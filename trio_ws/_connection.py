@@ -83,6 +83,7 @@ class WebSocket(trio.abc.Channel[Message]):
         "_closed",
         "_closing",
         "_deferred",
+        "_frame_key",
         "_keepalive_scope",
         "_nursery",
         "_options",
@@ -114,6 +115,7 @@ class WebSocket(trio.abc.Channel[Message]):
     ) -> None:
         self._stream = stream
         self._protocol = protocol
+        self._frame_key = protocol.frame_key  # fixed by the handshake
         self._options = options
         self._client = protocol.is_client
         #: A process-wide unique number for this connection (used in logs).
@@ -127,7 +129,7 @@ class WebSocket(trio.abc.Channel[Message]):
         self.subprotocol = subprotocol
         self._nursery: trio.Nursery | None = None
         self._deferred: list[Callable[[], Awaitable[None]]] = []
-        self._writer = Writer(stream, protocol, self._on_broken, self._spawn)
+        self._writer = Writer(stream, protocol, self._on_broken, self._spawn, options.frame_size)
         self._reader = Reader(stream, protocol, options.max_queue, self._on_event, self._on_eof)
         # The shielded scopes of the background tasks, cancelled by _finish().
         self._task_scopes: list[trio.CancelScope] = []
@@ -507,13 +509,13 @@ class WebSocket(trio.abc.Channel[Message]):
         its :func:`encode_shared` framing, written as is where this connection
         allows; otherwise the message is framed here when written. Raises
         :class:`NotOpen` once the stream is broken."""
-        key = self._protocol.frame_key
+        key = self._frame_key
         if key is None or frame is None:
             self._writer.enqueue(Kind.MESSAGE, message, size)
             return
-        if key != PLAIN:
+        if key is not PLAIN:
             frame = shared_frame(message, key)  # compressed once per broadcast
-        self._writer.enqueue(Kind.FRAME, (frame, type(message) is str), size)
+        self._writer.enqueue_frame(frame, type(message) is str, size)
 
     def _shed_and_close(self, code: int, reason: str, cause: str) -> int:
         """Drop the queued broadcast messages and start closing (without

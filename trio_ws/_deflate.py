@@ -96,6 +96,9 @@ class DeflateExtension(PerMessageDeflate):
         #: Set before framing a message to send it uncompressed (RSV1 clear).
         self.skip_next = False
         self._skipping = False
+        #: Flush each frame of a fragmented message (a streamed one, whose
+        #: pieces the peer should get at once), not only its last.
+        self.flush_fragments = True
 
     # -- negotiation -----------------------------------------------------------
 
@@ -178,7 +181,7 @@ class DeflateExtension(PerMessageDeflate):
             self._compressor = zlib.compressobj(
                 self.settings.level, zlib.DEFLATED, -bits, self.settings.memory_level
             )
-        if fin:
+        if fin or not self.flush_fragments:
             return super().frame_outbound(proto, opcode, rsv, data, fin)
         # A frame of a streamed message: flush it, so that the peer can
         # inflate it now rather than when the message ends. The flush marker

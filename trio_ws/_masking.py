@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - built wherever a compiler exists
     _mask = None
 
-__all__ = ["WSPROTO_MASKER", "Masker", "install", "speedups_available"]
+__all__ = ["WSPROTO_MASKER", "Masker", "install", "mask", "speedups_available"]
 
 #: wsproto's own pure-Python masker, whatever install() does.
 WSPROTO_MASKER = wsproto.frame_protocol.XorMaskerSimple
@@ -60,3 +60,11 @@ def install() -> bool:
 
 #: Whether wsproto masks with the compiled routine in this process.
 ACTIVE = install()
+
+
+def mask(data: bytes | memoryview, key: bytes) -> bytes:
+    """XOR a whole frame's payload with its 4-byte masking key."""
+    if ACTIVE:
+        assert _mask is not None
+        return _mask(data, key, 0)
+    return bytes(WSPROTO_MASKER(key).process(data))  # type: ignore[arg-type]

@@ -80,6 +80,12 @@ class Options:
     #: stops while the library is not reading because ``max_queue`` is full:
     #: an application that is busy is not a dead peer. ``None``: wait forever.
     ping_timeout: float | None = attrs.field(default=20.0, validator=_positive_or_none)
+    #: Outgoing messages with more payload bytes than this are sent as
+    #: several frames of at most that size (for a compressed text message,
+    #: that many characters before compression), written back to back, for
+    #: peers that limit the size of a frame. The peer receives whole messages
+    #: all the same. ``None``: one frame per message.
+    frame_size: int | None = attrs.field(default=1048576, validator=_positive_int_or_none)
     #: permessage-deflate settings (:class:`Deflate`), offered by a client and
     #: accepted by a server when the peer asks for it; ``None`` turns
     #: compression off. See docs/compression.md.

@@ -26,6 +26,7 @@ from wsproto.utilities import LocalProtocolError
 from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
 from ._deflate import Deflate, DeflateExtension
+from ._framing import frame_data, install_buffer
 
 __all__ = [
     "CloseReceived",
@@ -185,6 +186,7 @@ class Protocol:
         deflate: DeflateExtension | None = None,
     ) -> None:
         self._conn = connection
+        install_buffer(connection)
         #: The negotiated permessage-deflate extension, or None.
         self.deflate = deflate if deflate is not None and deflate.enabled() else None
         self._max_size = max_message_size
@@ -345,12 +347,37 @@ class Protocol:
         return self._conn.send(event)
 
     def encode_message(
-        self, message: str | bytes | bytearray | memoryview, compress: bool = True
-    ) -> bytes:
+        self,
+        message: str | bytes | bytearray | memoryview,
+        compress: bool = True,
+        frame_size: int | None = None,
+    ) -> bytes | list[bytes]:
         """Frame a whole message (compressed when the extension is in use,
-        ``compress`` is true and the message is not tiny). Raise TypeError
-        for other types and LocalProtocolError when the connection is no
-        longer open."""
+        ``compress`` is true and the message is not tiny): one frame, or a
+        list of frames of at most ``frame_size`` bytes (characters of text)
+        each. Raise TypeError for other types and LocalProtocolError when the
+        connection is no longer open."""
+        ext = self.deflate
+        if (
+            not self._fragmenting
+            and self._conn.state is ConnectionState.OPEN
+            and (
+                ext is None
+                or not compress
+                or (
+                    isinstance(message, (str, bytes, bytearray, memoryview))
+                    and len(message) < ext.settings.min_size
+                )
+            )
+        ):
+            # Uncompressed: the common case, framed without wsproto's copies.
+            return frame_data(message, self._conn.client, frame_size)
+        if (
+            frame_size is not None
+            and isinstance(message, (str, bytes, bytearray, memoryview))
+            and len(message) > frame_size
+        ):
+            return self._encode_split(message, compress, frame_size)
         if isinstance(message, str):
             event: Event = TextMessage(data=message)
         elif isinstance(message, (bytes, bytearray)):
@@ -362,28 +389,52 @@ class Protocol:
                 f"a WebSocket message is str (text) or bytes-like (binary), not "
                 f"{type(message).__name__}"
             )
-        ext = self.deflate
         if ext is not None and (not compress or len(message) < ext.settings.min_size):
             ext.skip_next = True
         return self._send(event)
 
+    def _encode_split(
+        self, message: str | bytes | bytearray | memoryview, compress: bool, size: int
+    ) -> list[bytes]:
+        if isinstance(message, (bytes, bytearray)):
+            message = memoryview(message)
+        if not isinstance(message, (str, memoryview)):
+            raise TypeError(
+                f"a WebSocket message is str (text) or bytes-like (binary), not "
+                f"{type(message).__name__}"
+            )
+        total = len(message)
+        frames = []
+        for start in range(0, total, size):
+            piece = message[start : start + size]
+            last = start + size >= total
+            frames.append(self.encode_fragment(piece, last, compress, flush=False))
+        return frames
+
     def encode_fragment(
-        self, data: str | bytes | bytearray | memoryview, last: bool, compress: bool = True
+        self,
+        data: str | bytes | bytearray | memoryview,
+        last: bool,
+        compress: bool = True,
+        *,
+        flush: bool = True,
     ) -> bytes:
         """Frame one fragment of a streamed message (the first one decides
         text or binary and compression). Raise TypeError for other types or
         a type that changes within the message."""
-        if isinstance(data, memoryview):
-            data = data.tobytes()
         if isinstance(data, str):
             event: Event = TextMessage(data=data, message_finished=last)
+        elif isinstance(data, memoryview):
+            event = BytesMessage(data=data, message_finished=last)  # type: ignore[arg-type]
         elif isinstance(data, (bytes, bytearray)):
             event = BytesMessage(data=data, message_finished=last)
         else:
             raise TypeError(f"a message fragment is str or bytes-like, not {type(data).__name__}")
         ext = self.deflate
-        if ext is not None and not compress and not self._fragmenting:
-            ext.skip_next = True  # decided once, at the message's first frame
+        if ext is not None:
+            if not compress and not self._fragmenting:
+                ext.skip_next = True  # decided once, at the message's first frame
+            ext.flush_fragments = flush
         frame = self._send(event)
         self._fragmenting = not last
         return frame

@@ -17,18 +17,22 @@ cancelled TLS read can break the stream.
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
 from collections.abc import Callable
 
 import trio
 
 from ._protocol import Incoming, Message, Piece, Protocol
-from ._writer import STREAM_ERRORS, NotOpen
+from ._writer import STREAM_ERRORS, NotOpen, descriptor
 
 __all__ = ["READ_SIZE", "Reader"]
 
-#: Bytes asked of the stream per read.
-READ_SIZE = 65536
+#: Bytes asked of the stream per read: enough for a 64 KiB frame and its
+#: header in one read, and just under the 128 KiB above which glibc's malloc
+#: maps fresh pages for each buffer (a read's buffer is allocated at this size
+#: first, then shrunk to what arrived).
+READ_SIZE = 126976
 #: How long the reader task waits, after the last receive() returned, before
 #: it starts reading in the background (direct mode only).
 BACKGROUND_READ_DELAY = 0.005
@@ -48,6 +52,7 @@ class Reader:
     __slots__ = (
         "_delay_next_read",
         "_direct",
+        "_fd",
         "_max_queue",
         "_messages",
         "_on_eof",
@@ -86,7 +91,9 @@ class Reader:
         self._on_event = on_event
         self._on_eof = on_eof
         self._direct = isinstance(stream, trio.SocketStream)
-        # In direct mode, read the socket itself: one wrapper layer less.
+        # On a socket, read its descriptor directly (see _receive_direct);
+        # on Windows, through trio's socket, one wrapper layer less than the stream.
+        self._fd = descriptor(stream)
         self._receive_some = (
             stream.socket.recv if isinstance(stream, trio.SocketStream) else stream.receive_some
         )
@@ -139,27 +146,46 @@ class Reader:
         messages = self._messages
         self._receivers += 1
         try:
+            blocked = False
             if messages and self._stream_owner is None:
                 await trio.lowlevel.checkpoint()
+                blocked = True
             while not messages or self._stream_owner is not None:
                 if self._stream_owner is not None:
                     await self._recv_lot.park()
+                    blocked = True
                 else:
-                    await self._wait()
+                    blocked = await self._wait() or blocked
             message = messages.popleft()
+            if not blocked:  # taken: this checkpoint cannot lose it
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._left()
         return message  # type: ignore[return-value]  # whole: pieces belong to streams
 
-    async def _wait(self) -> None:
+    async def _wait(self) -> bool:
         """Wait for something to arrive: read the socket ourselves if that is
-        our turn, else wait for whoever reads. NotOpen if nothing will come."""
+        our turn, else wait for whoever reads. NotOpen if nothing will come.
+        Returns False if it neither blocked nor let other tasks run (data was
+        there to read): the caller owes the scheduler a checkpoint."""
         if self.ended:
             raise NotOpen
         if self._direct and not self._reading and not self._urgent:
-            await self._read_once()
-        else:
-            await self._recv_lot.park()
+            return await self._read_once()
+        await self._recv_lot.park()
+        return True
+
+    async def _next_queued(self) -> Message | Piece:
+        """``_wait()`` until something is queued and take it, with one
+        scheduling point (after taking it, where it cannot be cancelled)."""
+        blocked = False
+        messages = self._messages
+        while not messages:
+            blocked = await self._wait() or blocked
+        item = messages.popleft()
+        if not blocked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
 
     def _left(self) -> None:
         """A receiver leaves: wake the reader task if it waits on us."""
@@ -190,10 +216,11 @@ class Reader:
                     return whole
                 first = self._protocol.request_stream()
                 if first is not None:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                     return first
-                while not messages:
-                    await self._wait()
-                return messages.popleft()
+                if messages:
+                    return messages.popleft()
+                return await self._next_queued()
             except BaseException:
                 self._protocol.cancel_stream_request()
                 self._unclaim()
@@ -209,9 +236,7 @@ class Reader:
         try:
             if messages:
                 await trio.lowlevel.checkpoint()
-            while not messages:
-                await self._wait()
-            piece = messages.popleft()
+            piece = messages.popleft() if messages else await self._next_queued()
         finally:
             self._left()
         assert type(piece) is Piece
@@ -271,14 +296,23 @@ class Reader:
 
     # -- reading -------------------------------------------------------------
 
-    async def _read_once(self) -> None:
+    async def _read_once(self) -> bool:
+        """Read once and process what came. Returns whether it blocked (or
+        otherwise let other tasks run); on a socket, data already waiting is
+        read without a trip through the scheduler, and the caller owes it a
+        checkpoint."""
         self._reading = True
+        blocked = True
+        data: bytes | bytearray
         try:
-            data = await self._receive_some(READ_SIZE)
+            if self._fd >= 0:
+                data, blocked = await self._receive_direct()
+            else:
+                data = await self._receive_some(READ_SIZE)
         except STREAM_ERRORS as exc:
             self._reading = False
             self._set_eof(exc)
-            return
+            return blocked
         except BaseException:  # cancelled: nothing was read; let someone else read
             self._reading = False
             self._after_read()
@@ -286,10 +320,27 @@ class Reader:
         self._reading = False
         if not data:
             self._set_eof(None)
-            return
+            return blocked
         self.bytes_read += len(data)
         self.process(data)
         self._after_read()
+        return blocked
+
+    async def _receive_direct(self) -> tuple[bytes, bool]:
+        """One read of the socket's descriptor: (data, whether it waited).
+        A cancellation point; cancelled, it has read nothing."""
+        fd = self._fd
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            return os.read(fd, READ_SIZE), False
+        except BlockingIOError:
+            pass
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, READ_SIZE), True
+            except BlockingIOError:
+                pass
 
     def process(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the stream (or left over from the handshake)."""
@@ -358,4 +409,5 @@ class Reader:
                 self._task_wait = _Wait.OTHER_READER
                 await lot.park()
                 continue
-            await self._read_once()
+            if not await self._read_once():
+                await trio.lowlevel.cancel_shielded_checkpoint()

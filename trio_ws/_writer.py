@@ -31,7 +31,7 @@ import trio
 
 from ._protocol import Protocol
 
-__all__ = ["STREAM_ERRORS", "Kind", "NotOpen", "Writer"]
+__all__ = ["STREAM_ERRORS", "Kind", "NotOpen", "Writer", "descriptor"]
 
 #: Exceptions that mean the stream can no longer be written.
 STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -74,11 +74,37 @@ class _Job:
 #: Whole messages: held back while a streamed message is being written.
 _WHOLE_MESSAGES = frozenset({Kind.MESSAGE, Kind.UNCOMPRESSED, Kind.FRAME})
 
+#: What is written in one go: one frame, or several (a message sent in
+#: frames of at most ``frame_size``), written with one writev call.
+Frames = bytes | memoryview | list[Any]  # list[bytes | memoryview]
+
+#: The most buffers one writev call takes.
+_IOV_MAX = 1024
+
+
+def _size(data: Frames) -> int:
+    return sum(map(len, data)) if type(data) is list else len(data)
+
+
+def _rest(data: Frames, sent: int) -> Frames:
+    """What remains of ``data`` after its first ``sent`` bytes."""
+    if type(data) is not list:
+        return memoryview(data)[sent:]  # type: ignore[arg-type]
+    rest: list[bytes | memoryview] = []
+    for frame in data:
+        if sent >= len(frame):
+            sent -= len(frame)
+        else:
+            rest.append(memoryview(frame)[sent:] if sent else frame)
+            sent = 0
+    return rest
+
+
 #: Starts a task in the connection's nursery (shielded and guarded).
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
 
-def _descriptor(stream: trio.abc.Stream) -> int:
+def descriptor(stream: trio.abc.Stream) -> int:
     """The socket's file descriptor when frames can be written to it directly
     (a plain TCP socket, not on Windows, where os.write cannot write sockets)."""
     if isinstance(stream, trio.SocketStream) and os.name != "nt":
@@ -92,6 +118,7 @@ class Writer:
     __slots__ = (
         "_busy",
         "_fd",
+        "_frame_size",
         "_handed_off",
         "_held",
         "_jobs",
@@ -117,12 +144,14 @@ class Writer:
         protocol: Protocol,
         on_broken: Callable[[BaseException], None],
         spawn: Spawn,
+        frame_size: int | None = None,
     ) -> None:
         self._stream = stream
+        self._frame_size = frame_size
         self._protocol = protocol
         self._on_broken = on_broken
         self._spawn = spawn
-        self._fd = _descriptor(stream)  # -1: every frame goes through the writer task
+        self._fd = descriptor(stream)  # -1: every frame goes through the writer task
         self._jobs: deque[_Job] = deque()
         self._busy = False  # the write lock
         self._handed_off = False  # the lock was handed to the writer task
@@ -152,12 +181,12 @@ class Writer:
 
     # -- encoding ------------------------------------------------------------
 
-    def _encode(self, kind: Kind, payload: Any) -> bytes | None:
+    def _encode(self, kind: Kind, payload: Any) -> Frames | None:
         proto = self._protocol
         if kind is Kind.MESSAGE or kind is Kind.UNCOMPRESSED:
             if not proto.can_send_data:
                 raise NotOpen
-            return proto.encode_message(payload, kind is Kind.MESSAGE)
+            return proto.encode_message(payload, kind is Kind.MESSAGE, self._frame_size)
         if kind is Kind.RAW:
             return payload  # type: ignore[no-any-return]
         if kind is Kind.FRAME:
@@ -228,7 +257,7 @@ class Writer:
                 raise
             if data is not None:
                 await self._write_direct(data)
-                self._count(kind, payload, len(data))
+                self._count(kind, payload, _size(data))
             else:
                 self._release()
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -256,11 +285,13 @@ class Writer:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
-    def _write_now(self, data: bytes) -> int:
+    def _write_now(self, data: Frames) -> int:
         """Write what the socket takes at once, without waiting. Raises
         NotOpen (after reporting the breakage) if the socket failed."""
         try:
-            return os.write(self._fd, data)
+            if type(data) is list:
+                return os.writev(self._fd, data[:_IOV_MAX])
+            return os.write(self._fd, data)  # type: ignore[arg-type]
         except BlockingIOError:
             return 0
         except OSError as exc:
@@ -268,20 +299,20 @@ class Writer:
             self._break(exc)
             raise NotOpen from exc
 
-    async def _write_direct(self, data: bytes) -> None:
-        """Write a whole frame, holding the lock; release it (or hand it off)."""
+    async def _write_direct(self, data: Frames) -> None:
+        """Write whole frames, holding the lock; release it (or hand it off)."""
+        total = _size(data)
         sent = self._write_now(data)
-        if sent == len(data):
+        if sent == total:
             self._release()
             return
         try:
-            with memoryview(data) as view:
-                while sent < len(data):
-                    await trio.lowlevel.wait_writable(self._fd)
-                    sent += self._write_now(view[sent:])  # type: ignore[arg-type]
+            while sent < total:
+                await trio.lowlevel.wait_writable(self._fd)
+                sent += self._write_now(_rest(data, sent))
         except trio.Cancelled:
             if sent or self.stateful_encoding:
-                self._hand_off(data[sent:])
+                self._hand_off(_rest(data, sent))
             else:
                 self._release()
             raise
@@ -291,9 +322,10 @@ class Writer:
             raise NotOpen from exc
         self._release()
 
-    def _hand_off(self, rest: bytes) -> None:
-        """Give the rest of a frame, and the lock, to the writer task."""
-        self._jobs.appendleft(_Job(Kind.RAW, bytes(rest), None))
+    def _hand_off(self, rest: Frames) -> None:
+        """Give the rest of the frames, and the lock, to the writer task."""
+        # Views of our own frames (bytes): nothing the caller could change.
+        self._jobs.appendleft(_Job(Kind.RAW, rest, None))
         self._handed_off = True
         self._wake()
 
@@ -328,14 +360,14 @@ class Writer:
                 self._release()
                 raise
             assert data is not None
+            total = _size(data)
             sent = self._write_now(data)
-            if sent == len(data):
+            self._count(kind, payload, total)
+            if sent == total:
                 self._release()
-                self._count(kind, payload, len(data))
                 return
             # The socket is full: the rest of the frame waits for the writer.
-            self._count(kind, payload, len(data))
-            self._hand_off(data[sent:])
+            self._hand_off(_rest(data, sent))
             self._queued_bytes += size
             self._jobs[0].size = size
             return
@@ -343,6 +375,39 @@ class Writer:
         self._queued_bytes += size
         if not self._busy:
             self._wake()
+
+    def enqueue_frame(self, frame: bytes, is_text: bool, size: int) -> None:
+        """``enqueue(Kind.FRAME, (frame, is_text), size)``, with its common
+        case inline: the broadcast path's inner loop."""
+        if (
+            self._fd < 0
+            or self._busy
+            or self._jobs
+            or self.fragmenting
+            or self.broken is not None
+            or not self._protocol.can_send_data
+        ):
+            self.enqueue(Kind.FRAME, (frame, is_text), size)
+            return
+        try:
+            sent = os.write(self._fd, frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._break(exc)
+            raise NotOpen from exc
+        total = len(frame)
+        self.bytes_out += total
+        if is_text:
+            self.text_out += 1
+        else:
+            self.binary_out += 1
+        if sent < total:
+            # The socket is full: the rest of the frame waits for the writer.
+            self._busy = True
+            self._hand_off(memoryview(frame)[sent:])
+            self._queued_bytes += size
+            self._jobs[0].size = size
 
     def begin_stream(self) -> None:
         """A streamed message starts: from now on, whole messages wait for it
@@ -449,11 +514,12 @@ class Writer:
             self._finish(job, outcome.Error(exc))
             return
         if data is not None:
-            await self._stream.send_all(data)
+            for frame in data if type(data) is list else (data,):
+                await self._stream.send_all(frame)  # type: ignore[arg-type]
             if job.kind is not Kind.RAW:
-                self._count(job.kind, job.payload, len(data))
+                self._count(job.kind, job.payload, _size(data))
             else:
-                self.bytes_out += len(data)
+                self.bytes_out += _size(data)
         self._finish(job, outcome.Value(None))
 
     @staticmethod

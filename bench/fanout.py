@@ -1,0 +1,310 @@
+"""Broadcast fan-out benchmark: one server, many clients, trio_ws beside its peers.
+
+    python bench/fanout.py              # 1,000 clients, 3 rounds, about 2 minutes
+    python bench/fanout.py --quick      # a smoke run, well under a minute
+    python bench/fanout.py --clients 500 --size 1024 --only trio_ws,websockets_asyncio
+
+One server process (``bench/fanout/server.py``) per implementation, and one
+client process (``bench/fanout/clients.py``) holding every connection and
+reading every byte they receive, over TCP on 127.0.0.1. Two measurements:
+
+- **one broadcast**: the time from just before the server broadcasts one
+  message until the last client has received it (median over repetitions);
+- **sustained**: the server broadcasts a burst of messages back to back
+  (giving its event loop a turn after each); deliveries per second is
+  clients x messages / time from the start of the burst until the last
+  client has received the last message.
+
+Implementations: trio_ws (``hub.broadcast``), websockets.trio
+(``await broadcast(...)``) and websockets asyncio (``broadcast(...)``), all
+without compression or keepalive pings. Rounds are interleaved, the order
+rotated each round; the report gives medians over rounds and paired ratios
+(per round, against trio_ws). Every process is stopped at the end, whatever
+happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import select
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+HERE = Path(__file__).resolve().parent / "fanout"
+
+IMPLS = {
+    "trio_ws": ("**trio_ws** (`hub.broadcast`)", ["trio_ws"]),
+    "websockets_trio": ("websockets.trio 17.4 (`await broadcast()`)", ["websockets", "trio"]),
+    "websockets_asyncio": ("websockets asyncio 17.4 (`broadcast()`)", ["websockets"]),
+}
+BASELINE = "trio_ws"
+
+DEFAULTS = {"rounds": 3, "repeat": 20, "burst": 100, "bursts": 3}
+QUICK = {"rounds": 1, "repeat": 5, "burst": 20, "bursts": 2}
+
+#: Seconds allowed for any one step: starting, connecting, a measurement.
+STEP_TIMEOUT = 120.0
+STOP_TIMEOUT = 10.0
+
+
+class ProcessError(RuntimeError):
+    """A benchmark process failed, exited or did not answer in time."""
+
+
+class Process:
+    """A subprocess that answers JSON lines; stopped by ``stop()``."""
+
+    def __init__(self, name: str, *argv: str) -> None:
+        self.name = name
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as self
+        self._proc = subprocess.Popen(
+            [sys.executable, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            bufsize=0,
+        )
+        self._buffer = b""
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(command).encode() + b"\n")
+        except (BrokenPipeError, ValueError) as exc:
+            raise self._error("is gone") from exc
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise self._error(f"did not answer within {timeout:g} s")
+            data = os.read(fd, 65536)
+            if not data:
+                self._proc.wait()
+                raise self._error("exited")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def request(self, command: dict[str, Any], timeout: float = STEP_TIMEOUT) -> dict[str, Any]:
+        self.send(command)
+        return self.receive(timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Close its stdin (it quits), wait up to ``timeout``, then kill it."""
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def stderr_text(self, limit: int = 4000) -> str:
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - limit))
+        return self._stderr.read().decode(errors="replace").strip()
+
+    def _error(self, what: str) -> ProcessError:
+        message = f"{self.name} {what}"
+        if (code := self._proc.poll()) is not None:
+            message += f" (exit code {code})"
+        if stderr := self.stderr_text():
+            message += f"; its stderr ends with:\n{stderr}"
+        return ProcessError(message)
+
+
+def frame_size(size: int) -> int:
+    """Bytes on the wire for an unmasked server frame of ``size`` payload bytes."""
+    return size + (2 if size < 126 else 4 if size < 65536 else 10)
+
+
+@dataclass
+class Outcome:
+    """One implementation's measurements in one round."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, one broadcast
+    rates: list[float] = field(default_factory=list)  # deliveries per second, per burst
+
+
+def run_one(key: str, args: argparse.Namespace) -> Outcome:
+    """Start ``key``'s server and the clients, measure, stop both."""
+    server = Process(f"{key} server", str(HERE / "server.py"), key)
+    clients: Process | None = None
+    outcome = Outcome()
+    try:
+        port = server.receive(STEP_TIMEOUT)["port"]
+        clients = Process(f"{key} clients", str(HERE / "clients.py"), str(port), str(args.clients))
+        clients.receive(STEP_TIMEOUT)  # every handshake done
+        server.request({"cmd": "clients", "n": args.clients})
+        wire = frame_size(args.size)
+        total = 0
+        for _ in range(args.repeat):
+            sent = server.request({"cmd": "broadcast", "size": args.size, "count": 1})
+            total += wire
+            got = clients.request({"cmd": "until", "bytes": total, "timeout": STEP_TIMEOUT})
+            if got["t"] is None:
+                raise ProcessError(f"{key}: {got['behind']} clients missed a broadcast")
+            outcome.latencies.append(got["t"] - sent["t0"])
+        for _ in range(args.bursts):
+            sent = server.request({"cmd": "broadcast", "size": args.size, "count": args.burst})
+            total += wire * args.burst
+            got = clients.request({"cmd": "until", "bytes": total, "timeout": STEP_TIMEOUT})
+            if got["t"] is None:
+                raise ProcessError(f"{key}: {got['behind']} clients missed messages")
+            outcome.rates.append(args.clients * args.burst / (got["t"] - sent["t0"]))
+    finally:
+        if clients is not None:
+            clients.stop()
+        server.stop()
+    return outcome
+
+
+def missing(keys: Sequence[str]) -> list[str]:
+    return [
+        f"{key} needs {module}"
+        for key in keys
+        for module in IMPLS[key][1]
+        if importlib.util.find_spec(module) is None
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/fanout.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000, help="connections (default 1000)")
+    parser.add_argument("--size", type=int, default=64, help="message size in bytes (default 64)")
+    parser.add_argument(
+        "--rounds", type=int, help=f"interleaved rounds (default {DEFAULTS['rounds']})"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help=f"single broadcasts timed per round (default {DEFAULTS['repeat']})",
+    )
+    parser.add_argument(
+        "--burst", type=int, help=f"messages per burst (default {DEFAULTS['burst']})"
+    )
+    parser.add_argument(
+        "--bursts", type=int, help=f"bursts per round (default {DEFAULTS['bursts']})"
+    )
+    parser.add_argument("--only", help=f"comma-separated, from {','.join(IMPLS)}")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1 round, fewer messages"
+    )
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.keys = args.only.split(",") if args.only else list(IMPLS)
+    unknown = [key for key in args.keys if key not in IMPLS]
+    if unknown:
+        parser.error(f"unknown implementation {unknown}: choose from {', '.join(IMPLS)}")
+    return args
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)  # so that the processes are stopped on the way out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if problems := missing(args.keys):
+        print("error: " + "; ".join(problems) + " (or leave it out with --only)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    command = shlex.join(["python", *(sys.argv if argv is None else ["bench/fanout.py", *argv])])
+    print(command, file=sys.stderr, flush=True)
+    results = {key: Outcome() for key in args.keys}
+    begin = time.monotonic()
+    try:
+        for round_index in range(args.rounds):
+            shift = round_index % len(args.keys)
+            for key in [*args.keys[shift:], *args.keys[:shift]]:
+                outcome = run_one(key, args)
+                results[key].latencies.append(statistics.median(outcome.latencies))
+                results[key].rates.append(statistics.median(outcome.rates))
+            print(
+                f"round {round_index + 1}/{args.rounds} done ({time.monotonic() - begin:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    except ProcessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report(results, args, command, time.monotonic() - begin))
+    return 0
+
+
+def versions() -> str:
+    found = [f"Python {platform.python_version()}"]
+    for name in ("trio", "websockets", "wsproto"):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def report(
+    results: dict[str, Outcome], args: argparse.Namespace, command: str, wall: float
+) -> str:
+    base = results.get(BASELINE)
+    lines = [
+        f"`{command}`: {args.clients} clients, {args.size}-byte text messages, "
+        f"{args.rounds} rounds (medians over rounds; per round: median of {args.repeat} single "
+        f"broadcasts and of {args.bursts} bursts of {args.burst} messages); {wall:.0f} s; "
+        f"{versions()}",
+        "",
+        "| implementation | one broadcast to all (ms) | ratio | sustained deliveries/s | ratio |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for key, outcome in results.items():
+        latency = statistics.median(outcome.latencies) * 1000
+        rate = statistics.median(outcome.rates)
+        if base is None or key == BASELINE:
+            ratios = ("1", "1") if key == BASELINE else ("", "")
+        else:
+            lat_ratio = statistics.median(
+                p / b for p, b in zip(outcome.latencies, base.latencies, strict=True)
+            )
+            rate_ratio = statistics.median(
+                b / p for p, b in zip(outcome.rates, base.rates, strict=True)
+            )
+            ratios = (f"{lat_ratio:.2f}", f"{rate_ratio:.2f}")
+        lines.append(
+            f"| {IMPLS[key][0]} | {latency:.1f} | {ratios[0]} | {rate:,.0f} | {ratios[1]} |"
+        )
+    lines.append("")
+    lines.append(
+        "Ratios are per-round peer / trio_ws for the time, trio_ws / peer for the rate: "
+        "above 1, trio_ws is ahead."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+"""The chat demo (examples/chat/): its protocol with real clients, its input
+checks, its page and metrics over plain HTTP, the terminal client, the
+command line, and the page in a real headless browser."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import re
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from server_helpers import http_exchange
+
+import trio_ws
+from trio_ws._cli import chat_module
+
+ROOT = Path(__file__).resolve().parent.parent
+chat = chat_module("server")
+client_module = chat_module("client")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+async def start_chat(nursery: trio.Nursery) -> trio_ws.Server:
+    server: trio_ws.Server = await nursery.start(chat.serve_chat, "127.0.0.1", 0)
+    return server
+
+
+class User:
+    """A chat client speaking the JSON protocol."""
+
+    def __init__(self, ws: trio_ws.WebSocket) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, nursery: trio.Nursery, server: trio_ws.Server) -> User:
+        return cls(await trio_ws.start_connection(nursery, f"ws://127.0.0.1:{server.port}/"))
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send_json(message)
+
+    async def join(self, room: str, name: str) -> dict[str, Any]:
+        await self.send(type="join", room=room, name=name)
+        return await self.next()
+
+    async def next(self) -> dict[str, Any]:
+        with trio.fail_after(5):
+            message: dict[str, Any] = await self.ws.receive_json()
+        return message
+
+
+async def test_rooms_through_the_protocol(nursery: trio.Nursery) -> None:
+    server = await start_chat(nursery)
+    ann, bob, cid = [await User.connect(nursery, server) for _ in range(3)]
+    assert await ann.join("lobby", "ann") == {
+        "type": "welcome",
+        "room": "lobby",
+        "you": "ann",
+        "members": ["ann"],
+    }
+    welcome = await bob.join("lobby", "bob")
+    assert welcome["members"] == ["ann", "bob"]
+    assert await ann.next() == {"type": "joined", "room": "lobby", "name": "bob"}
+    assert (await cid.join("games", "cid"))["members"] == ["cid"]
+
+    await ann.send(type="chat", room="lobby", text="héllo <b>all</b>")
+    said = {"type": "message", "room": "lobby", "name": "ann", "text": "héllo <b>all</b>"}
+    assert await ann.next() == said  # the sender gets it too, in order
+    assert await bob.next() == said
+
+    await bob.send(type="leave", room="lobby")
+    left = {"type": "left", "room": "lobby", "name": "bob"}
+    assert await bob.next() == left
+    assert await ann.next() == left
+
+    # One connection in two rooms.
+    assert (await ann.join("games", "ann"))["members"] == ["cid", "ann"]
+    assert await cid.next() == {"type": "joined", "room": "games", "name": "ann"}
+    await cid.send(type="chat", room="games", text="gg")
+    assert (await ann.next())["text"] == "gg"
+    assert (await cid.next())["text"] == "gg"
+
+    # A connection that vanishes leaves every room it was in.
+    await trio.aclose_forcefully(ann.ws._stream)
+    assert await cid.next() == {"type": "left", "room": "games", "name": "ann"}
+    assert (await bob.join("lobby", "bob"))["members"] == ["bob"]
+    assert (await cid.join("lobby", "cid"))["members"] == ["bob", "cid"]
+    assert await bob.next() == {"type": "joined", "room": "lobby", "name": "cid"}
+
+
+async def test_bad_input_gets_an_error_or_a_close(nursery: trio.Nursery) -> None:
+    server = await start_chat(nursery)
+    eve, ann = await User.connect(nursery, server), await User.connect(nursery, server)
+    await ann.join("lobby", "ann")
+
+    async def error_for(raw: str | bytes) -> str:
+        await eve.ws.send(raw)
+        message = await eve.next()
+        assert message["type"] == "error", message
+        error: str = message["error"]
+        return error
+
+    assert await error_for("{not json") == "not JSON"
+    assert await error_for("[1, 2]") == "a message is a JSON object with a 'type'"
+    assert await error_for('{"type": "shout"}') == (
+        "unknown message type 'shout': use join, chat or leave"
+    )
+    assert "binary" in await error_for(b"\x00\x01")
+    too_long = json.dumps({"type": "join", "room": "lobby", "name": "x" * 33})
+    assert await error_for(too_long) == "a name is 1 to 32 characters"
+    assert "control characters" in await error_for(
+        json.dumps({"type": "join", "room": "lobby", "name": "a\nb"})
+    )
+    assert "room name" in await error_for(json.dumps({"type": "join", "room": "a b", "name": "e"}))
+    assert "join 'lobby'" in await error_for(
+        json.dumps({"type": "chat", "room": "lobby", "text": "hi"})
+    )
+    assert "taken" in await error_for(json.dumps({"type": "join", "room": "lobby", "name": "ann"}))
+    assert (await eve.join("lobby", "eve"))["type"] == "welcome"
+    assert await ann.next() == {"type": "joined", "room": "lobby", "name": "eve"}
+    assert "already called 'eve'" in await error_for(
+        json.dumps({"type": "join", "room": "games", "name": "evil"})
+    )
+    # Ten errors so far; the eleventh bad message closes the connection.
+    await eve.ws.send("nope")
+    with pytest.raises(trio_ws.ConnectionClosed) as closed:
+        await eve.ws.receive()
+    assert (closed.value.code, closed.value.reason) == (1008, "too many bad messages")
+    assert await ann.next() == {"type": "left", "room": "lobby", "name": "eve"}
+
+    async def error_for_ann(**message: Any) -> str:
+        await ann.send(**message)
+        answer = await ann.next()
+        assert answer["type"] == "error", answer
+        error: str = answer["error"]
+        return error
+
+    assert "already in" in await error_for_ann(type="join", room="lobby", name="ann")
+    assert "some 'text'" in await error_for_ann(type="chat", room="lobby")
+    assert "at most 2000" in await error_for_ann(type="chat", room="lobby", text="x" * 2001)
+    assert "not in" in await error_for_ann(type="leave", room="games")
+    for i in range(chat.MAX_ROOMS - 1):
+        assert (await ann.join(f"room{i}", "ann"))["type"] == "welcome"
+    assert "at most 10 rooms" in await error_for_ann(type="join", room="one-more", name="ann")
+
+    # An oversized message is refused by the connection itself (1009).
+    big = await User.connect(nursery, server)
+    await big.ws.send("x" * (chat.MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(trio_ws.ConnectionClosed) as too_big:
+        await big.ws.receive()
+    assert too_big.value.code == 1009
+
+    # The server is unharmed.
+    await ann.send(type="chat", room="lobby", text="still here")
+    assert (await ann.next())["text"] == "still here"
+
+
+def test_parse_checks_every_field() -> None:
+    assert chat.parse('{"type": "leave", "room": "r-1_x"}') == chat.Leave("r-1_x")
+    assert chat.parse('{"type": "join", "room": "été", "name": " ann "}') == chat.Join(
+        "été", "ann"
+    )
+    for raw in ('{"type": "leave"}', '{"type": "leave", "room": 3}', '{"room": "x"}', "null"):
+        with pytest.raises(chat.BadMessage):
+            chat.parse(raw)
+
+
+async def test_page_metrics_and_origins_over_http(nursery: trio.Nursery) -> None:
+    server = await start_chat(nursery)
+    port = server.port
+    page = await http_exchange(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head, _, body = page.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Type: text/html; charset=utf-8" in head
+    assert body == (ROOT / "examples" / "chat" / "index.html").read_bytes()
+    assert b"<script src" not in body  # one page, nothing loaded from elsewhere
+    assert b"http" not in body.split(b"<script>")[1].replace(b"https:", b"")
+    missing = await http_exchange(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert missing.startswith(b"HTTP/1.1 404 ")
+
+    own = {"Origin": f"http://127.0.0.1:{port}"}
+    async with trio_ws.connect(f"ws://127.0.0.1:{port}/", headers=own) as ws:
+        await ws.send_json({"type": "join", "room": "lobby", "name": "page"})
+        assert (await ws.receive_json())["type"] == "welcome"
+        with pytest.raises(trio_ws.ConnectionRejected) as foreign:
+            await trio_ws.start_connection(
+                nursery, f"ws://127.0.0.1:{port}/", headers={"Origin": "https://evil.example"}
+            )
+        assert foreign.value.status_code == 403
+
+        if importlib.util.find_spec("prometheus_client") is not None:
+            metrics = await http_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert metrics.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"trio_ws_hub_connections 1.0" in metrics
+            # The Origin check is the chat's own process_request: a "rejected".
+            assert b'trio_ws_server_rejected_total{reason="rejected"} 1.0' in metrics
+
+
+def test_without_prometheus_client_there_is_no_metrics_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    assert chat.metrics_for(trio_ws.open_hub()) is None
+
+
+# -- the terminal client -----------------------------------------------------------
+
+
+async def test_terminal_client_in_process(nursery: trio.Nursery) -> None:
+    server = await start_chat(nursery)
+    url = f"ws://127.0.0.1:{server.port}/"
+    bob = await User.connect(nursery, server)
+    await bob.join("lobby", "bob")
+    lines: queue.Queue[str] = queue.Queue()
+
+    class Output:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> int:
+            self.text += text
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    out = Output()
+    status: list[int] = []
+
+    async def run_client() -> None:
+        status.append(await client_module.chat(url, "zed", "lobby", lines.get, out))
+
+    nursery.start_soon(run_client)
+    assert await bob.next() == {"type": "joined", "room": "lobby", "name": "zed"}
+    lines.put("hello from the terminal\n")
+    assert (await bob.next())["text"] == "hello from the terminal"
+    await bob.send(type="chat", room="lobby", text="hi zed")
+    assert (await bob.next())["text"] == "hi zed"
+    lines.put("/join games\n")
+    lines.put("/leave lobby\n")
+    assert await bob.next() == {"type": "left", "room": "lobby", "name": "zed"}
+    lines.put("in games\n")
+    lines.put("/quit\n")
+    with trio.fail_after(5):
+        while not status:
+            await trio.testing.wait_all_tasks_blocked()
+    assert status == [0]
+    shown = out.text.splitlines()
+    assert shown[0] == "* you joined #lobby as zed; here: bob, zed"
+    assert "[#lobby] zed: hello from the terminal" in shown
+    assert "[#lobby] bob: hi zed" in shown
+    assert "* you joined #games as zed; here: zed" in shown
+    assert "* zed left #lobby" in shown
+    assert "[#games] zed: in games" in shown
+    assert shown[-1] == "closed: we closed the connection with 1000 (normal closure)"
+
+
+def test_describe_every_kind_of_message() -> None:
+    describe = client_module.describe
+    assert describe({"type": "error", "error": "nope"}) == "! nope"
+    assert describe({"type": "left", "room": "r", "name": "n"}) == "* n left #r"
+    assert describe({"type": "other"}) == "? {'type': 'other'}"
+
+
+async def test_terminal_client_cannot_connect() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/"
+        status = await client_module.chat(url, "x", "lobby", lambda: "", sys.stdout)
+    assert status == 1
+
+
+# -- the command line --------------------------------------------------------------
+
+
+class Program:
+    """``python -m trio_ws ARGS`` in the background: lines in, lines out."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_ws", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT,
+        )
+        self._pending = b""  # read from stdout, not yet returned
+
+    def readline(self) -> str:
+        # os.read, not the pipe's readline: lines it buffered would be
+        # invisible to select().
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], 10)
+            assert ready, "no output in time"
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            self._pending += data
+        line, newline, self._pending = self._pending.partition(b"\n")
+        return (line + newline).decode()
+
+    def write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def finish(self) -> tuple[int, str, str]:
+        """End of input; wait for the program to exit."""
+        out, err = self.proc.communicate(timeout=10)
+        return self.proc.returncode, self._pending.decode() + out, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def test_chat_and_chat_client_from_the_command_line() -> None:
+    programs: list[Program] = []
+    try:
+        server = Program("chat", "--port", "0")
+        programs.append(server)
+        match = re.fullmatch(
+            r"chat server on http://127\.0\.0\.1:(\d+)/ \(Ctrl-C to stop\)\n", server.readline()
+        )
+        assert match
+        url = f"ws://127.0.0.1:{match[1]}/"
+        assert server.readline() == "open that page in a browser, or join from a terminal:\n"
+        assert server.readline() == f"  python -m trio_ws chat-client {url} --name YOUR_NAME\n"
+
+        bob = Program("chat-client", url, "--name", "bob")
+        programs.append(bob)
+        assert bob.readline() == "* you joined #lobby as bob; here: bob\n"
+        zed = Program("chat-client", url, "--name", "zed", "--room", "lobby")
+        programs.append(zed)
+        assert zed.readline() == "* you joined #lobby as zed; here: bob, zed\n"
+        assert bob.readline() == "* zed joined #lobby\n"
+        zed.write("hello from zed\n")
+        assert zed.readline() == "[#lobby] zed: hello from zed\n"
+        assert bob.readline() == "[#lobby] zed: hello from zed\n"
+        status, out, err = zed.finish()  # end of input: zed leaves
+        assert (status, out, err) == (
+            0,
+            "closed: we closed the connection with 1000 (normal closure)\n",
+            "",
+        )
+        assert bob.readline() == "* zed left #lobby\n"
+
+        server.proc.send_signal(signal.SIGINT)
+        status, out, err = server.finish()
+        assert (status, out) == (0, "stopping\n"), err
+        assert "Traceback" not in err
+        # The server's shutdown closed bob's connection with 1001.
+        status, out, err = bob.finish()
+        assert status == 0, err
+        assert (
+            out
+            == "closed: peer closed the connection with 1001 (going away) 'server shutting down'\n"
+        )
+    finally:
+        for program in programs:
+            program.kill()
+
+
+def test_main_dispatches_chat_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trio_ws import _cli
+
+    assert _cli.chat_module("server") is chat  # loaded once
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+
+    class Fake:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, argv: list[str], **kwargs: str) -> int:
+            calls.append((self.name, argv, kwargs))
+            return 0
+
+    monkeypatch.setattr(_cli, "chat_module", Fake)
+    assert _cli.main(["chat", "--port", "0"]) == 0
+    assert _cli.main(["chat-client", "ws://h:1/", "--name", "ann"]) == 0
+    assert calls == [
+        (
+            "server",
+            ["--host", "127.0.0.1", "--port", "0"],
+            {"client_command": "python -m trio_ws chat-client"},
+        ),
+        ("client", ["ws://h:1/", "--name", "ann", "--room", "lobby"], {}),
+    ]
+
+
+def test_chat_module_outside_a_source_tree(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from trio_ws import _cli
+
+    monkeypatch.setattr(_cli, "__file__", str(tmp_path / "trio_ws" / "_cli.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="source checkout"):
+        _cli.chat_module("nothing")
+
+
+# -- a real browser ----------------------------------------------------------------
+
+
+def browser_or_skip() -> Any:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    return pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+
+
+@pytest.mark.slow
+async def test_the_page_in_a_headless_browser(nursery: trio.Nursery) -> None:
+    sync_api = browser_or_skip()
+    server = await start_chat(nursery)
+    page_url = f"http://127.0.0.1:{server.port}/"
+    bob = await User.connect(nursery, server)
+    await bob.join("lobby", "bob")
+
+    async def bob_says(text: str) -> None:
+        await bob.send(type="chat", room="lobby", text=text)
+
+    def in_the_browser() -> str:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(15_000)
+                page.goto(page_url)
+                page.wait_for_selector("#status:has-text('connected')")
+                page.fill("#name", "ann")
+                page.click("#join")
+                page.wait_for_selector("#log li:has-text('you joined #lobby as ann')")
+                assert page.inner_text("#members").split() == ["bob", "ann"]
+                page.fill("#text", "hello from the browser")
+                page.press("#text", "Enter")
+                page.wait_for_selector("#log li:has-text('hello from the browser')")
+                trio.from_thread.run(bob_says, "hello from python")
+                page.wait_for_selector("#log li:has-text('hello from python')")
+                text: str = page.inner_text("#log")
+                return text
+            finally:
+                browser.close()
+
+    log = await trio.to_thread.run_sync(in_the_browser)
+    assert log.splitlines() == [
+        "you joined #lobby as ann",
+        "[#lobby] ann: hello from the browser",
+        "[#lobby] bob: hello from python",
+    ]
+    assert await bob.next() == {"type": "joined", "room": "lobby", "name": "ann"}
+    assert (await bob.next())["text"] == "hello from the browser"
+    assert (await bob.next())["text"] == "hello from python"
+    # The page closed with the browser: ann left.
+    assert await bob.next() == {"type": "left", "room": "lobby", "name": "ann"}
+
+
+# -- the tutorial quotes the source ------------------------------------------------
+
+
+def test_code_quoted_in_the_tutorial_is_the_real_code() -> None:
+    """docs/chat.md walks through examples/chat/ in excerpts: every python
+    block there that is not a complete program must appear verbatim in the
+    example's source."""
+    text = (ROOT / "docs" / "chat.md").read_text(encoding="utf-8")
+    source = "\n".join(
+        path.read_text(encoding="utf-8") for path in sorted((ROOT / "examples" / "chat").iterdir())
+    )
+    excerpts = [
+        body
+        for info, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        if info in ("python", "html", "javascript") and "trio.run(" not in body
+    ]
+    assert excerpts
+    for excerpt in excerpts:
+        assert excerpt in source, f"not in examples/chat/:\n{excerpt}"

@@ -1,0 +1,183 @@
+"""The copy-free paths for data frames, beside wsproto.
+
+wsproto frames and parses everything, and stays the authority on the
+protocol; two spots of its pure-Python framing copy a large payload several
+times, and those are the two this module takes over:
+
+- :func:`frame_data`: a whole uncompressed message, the common case of
+  ``send()``. wsproto copies the payload three times while framing it (five
+  times for a client, which also masks it). Here the header is built on its
+  own, so a server's frame is that header plus the caller's bytes, written
+  together with one ``writev`` call, and a client's is the header, the mask
+  key and one masked copy.
+- :class:`FrameBuffer`: the byte buffer of wsproto's frame decoder, replaced
+  on each of our connections by one that keeps the bytes read from the socket
+  as they are and hands a frame's payload on without copying it when one read
+  brought in exactly that payload.
+
+Both give byte for byte the results of wsproto's own code (the tests compare
+them), only with fewer copies.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from wsproto.connection import Connection
+from wsproto.frame_protocol import Buffer
+
+from . import _masking
+
+__all__ = ["SMALL", "FrameBuffer", "frame_data", "header", "install_buffer"]
+
+_FIN = 0x80
+_TEXT = 0x1
+_BINARY = 0x2
+_MASKED = 0x80
+
+_pack16 = struct.Struct("!BBH").pack
+_pack64 = struct.Struct("!BBQ").pack
+
+#: Below this many payload bytes a frame is one bytes object (header and
+#: payload copied together); from here on, a list of pieces for writev.
+SMALL = 4096
+
+
+def header(first_byte: int, length: int, mask_bit: int = 0) -> bytes:
+    """A frame header (RFC 6455 section 5.2) without the masking key."""
+    if length < 126:
+        return bytes((first_byte, length | mask_bit))
+    if length < 65536:
+        return _pack16(first_byte, 126 | mask_bit, length)
+    return _pack64(first_byte, 127 | mask_bit, length)
+
+
+def _masked(payload: bytes | memoryview, first_byte: int) -> tuple[bytes, bytes]:
+    """(header with a fresh masking key, masked payload) for a client frame."""
+    key = os.urandom(4)  # RFC 6455 5.3: unpredictable, from a strong source
+    return header(first_byte, len(payload), _MASKED) + key, _masking.mask(payload, key)
+
+
+def frame_data(
+    message: str | bytes | bytearray | memoryview, client: bool, frame_size: int | None
+) -> bytes | list[Any]:
+    """Frame a whole message without compression: one frame, or frames of at
+    most ``frame_size`` payload bytes each (a text message may be split
+    inside a character; the receiver checks UTF-8 over the whole message).
+    Returns one bytes object or a list of pieces (bytes or views of
+    ``message``) to write in order. Raises TypeError for other types."""
+    if type(message) is str:
+        payload: bytes | memoryview = message.encode()
+        opcode = _TEXT
+    elif type(message) is bytes:
+        payload = message  # immutable: referenced, not copied
+        opcode = _BINARY
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        # The caller may change a mutable buffer as soon as send() returns (or
+        # is cancelled, while the rest of the frame still waits to be written).
+        payload = bytes(message)
+        opcode = _BINARY
+    elif isinstance(message, str):
+        payload = str(message).encode()
+        opcode = _TEXT
+    else:
+        raise TypeError(
+            "a WebSocket message is str (text) or bytes-like (binary), not "
+            f"{type(message).__name__}"
+        )
+    size = len(payload)
+    if frame_size is not None and size > frame_size:
+        return _split(memoryview(payload), opcode, client, frame_size)
+    first_byte = _FIN | opcode
+    if client:
+        head, masked = _masked(payload, first_byte)
+        if size < SMALL:
+            return head + masked
+        return [head, masked]
+    if size < SMALL:
+        return header(first_byte, size) + payload
+    return [header(first_byte, size), payload]
+
+
+def _split(payload: memoryview, opcode: int, client: bool, frame_size: int) -> list[Any]:
+    pieces: list[Any] = []
+    total = len(payload)
+    for start in range(0, total, frame_size):
+        chunk = payload[start : start + frame_size]
+        first_byte = (opcode if start == 0 else 0) | (_FIN if start + frame_size >= total else 0)
+        if client:
+            pieces.extend(_masked(chunk, first_byte))
+        else:
+            pieces.append(header(first_byte, len(chunk)))
+            pieces.append(chunk)
+    return pieces
+
+
+class FrameBuffer:
+    """A drop-in for ``wsproto.frame_protocol.Buffer`` that holds bytes.
+
+    wsproto appends every read to a bytearray, then slices each payload out
+    of it (two copies). Here a read becomes the buffer as it is when nothing
+    is left over from the previous one, and a payload that is the whole of
+    what is unread is handed on as that same object. Reads never carry over
+    more than a partial frame header or control frame, so the rare
+    concatenation copies only those few bytes plus the new read.
+    """
+
+    __slots__ = ("_data", "_start", "_used")
+
+    def __init__(self, initial_bytes: bytes | None = None) -> None:
+        self._data = b""
+        self._start = 0  # where the uncommitted bytes begin
+        self._used = 0  # where the next consume begins
+        if initial_bytes:
+            self.feed(initial_bytes)
+
+    def feed(self, new_bytes: bytes | bytearray | memoryview) -> None:
+        if self._start == len(self._data):
+            self._data = new_bytes if type(new_bytes) is bytes else bytes(new_bytes)
+        else:
+            self._data = self._data[self._start :] + new_bytes
+        self._start = self._used = 0
+
+    def consume_at_most(self, nbytes: int) -> bytes:
+        if not nbytes:
+            return b""
+        data = self._data
+        start = self._used
+        end = min(start + nbytes, len(data))
+        self._used = end
+        if start == 0 and end == len(data):
+            return data
+        return data[start:end]
+
+    def consume_exactly(self, nbytes: int) -> bytes | None:
+        if len(self._data) - self._used < nbytes:
+            return None
+        return self.consume_at_most(nbytes)
+
+    def commit(self) -> None:
+        self._start = self._used
+        if self._start == len(self._data):
+            self._data = b""
+            self._start = self._used = 0
+
+    def rollback(self) -> None:
+        self._used = self._start
+
+    def __len__(self) -> int:
+        return len(self._data) - self._start
+
+
+def install_buffer(connection: Connection) -> bool:
+    """Give wsproto's frame decoder of ``connection`` a :class:`FrameBuffer`,
+    carrying over what it holds; return whether it could (False, leaving
+    wsproto's buffer in place, if wsproto's internals are not as expected)."""
+    decoder = getattr(getattr(connection, "_proto", None), "_frame_decoder", None)
+    old = getattr(decoder, "buffer", None)
+    if type(old) is not Buffer or old.bytes_used:
+        return False
+    decoder.buffer = FrameBuffer(bytes(old.buffer))  # type: ignore[union-attr]
+    return True
