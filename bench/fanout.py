@@ -3,6 +3,7 @@
     python bench/fanout.py              # 1,000 clients, 3 rounds, about 2 minutes
     python bench/fanout.py --quick      # a smoke run, well under a minute
     python bench/fanout.py --clients 500 --size 1024 --only trio_ws,websockets_asyncio
+    python bench/fanout.py --compression  # everyone with permessage-deflate
 
 One server process (``bench/fanout/server.py``) per implementation, and one
 client process (``bench/fanout/clients.py``) holding every connection and
@@ -17,10 +18,14 @@ reading every byte they receive, over TCP on 127.0.0.1. Two measurements:
 
 Implementations: trio_ws (``hub.broadcast``), websockets.trio
 (``await broadcast(...)``) and websockets asyncio (``broadcast(...)``), all
-without compression or keepalive pings. Rounds are interleaved, the order
-rotated each round; the report gives medians over rounds and paired ratios
-(per round, against trio_ws). Every process is stopped at the end, whatever
-happens.
+without compression or keepalive pings. With ``--compression`` the clients
+offer permessage-deflate and every server accepts it with its default
+settings; trio_ws, whose server does not keep its compression context,
+compresses each broadcast once for everyone, and ``trio_ws_takeover`` shows
+the per-connection cost (``Deflate(server_no_context_takeover=False)``).
+Rounds are interleaved, the order rotated each round; the report gives
+medians over rounds and paired ratios (per round, against trio_ws). Every
+process is stopped at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ IMPLS = {
     "websockets_asyncio": ("websockets asyncio 17.4 (`broadcast()`)", ["websockets"]),
 }
 BASELINE = "trio_ws"
+#: Only with --compression: trio_ws compressing once per connection.
+TAKEOVER = (
+    "trio_ws_takeover",
+    ("trio_ws, context takeover (`hub.broadcast`, compressed per connection)", ["trio_ws"]),
+)
 
 DEFAULTS = {"rounds": 3, "repeat": 20, "burst": 100, "bursts": 3}
 QUICK = {"rounds": 1, "repeat": 5, "burst": 20, "bursts": 2}
@@ -153,15 +163,18 @@ class Outcome:
 
 def run_one(key: str, args: argparse.Namespace) -> Outcome:
     """Start ``key``'s server and the clients, measure, stop both."""
-    server = Process(f"{key} server", str(HERE / "server.py"), key)
+    mode = ["deflate"] if args.compression else []
+    server = Process(f"{key} server", str(HERE / "server.py"), key, *mode)
     clients: Process | None = None
     outcome = Outcome()
     try:
         port = server.receive(STEP_TIMEOUT)["port"]
-        clients = Process(f"{key} clients", str(HERE / "clients.py"), str(port), str(args.clients))
+        clients = Process(
+            f"{key} clients", str(HERE / "clients.py"), str(port), str(args.clients), *mode
+        )
         clients.receive(STEP_TIMEOUT)  # every handshake done
         server.request({"cmd": "clients", "n": args.clients})
-        wire = frame_size(args.size)
+        wire = 1 if args.compression else frame_size(args.size)  # clients count messages
         total = 0
         for _ in range(args.repeat):
             sent = server.request({"cmd": "broadcast", "size": args.size, "count": 1})
@@ -211,7 +224,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bursts", type=int, help=f"bursts per round (default {DEFAULTS['bursts']})"
     )
-    parser.add_argument("--only", help=f"comma-separated, from {','.join(IMPLS)}")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="with permessage-deflate (adds trio_ws_takeover)",
+    )
+    parser.add_argument("--only", help=f"comma-separated, from {','.join(IMPLS)},{TAKEOVER[0]}")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 1 round, fewer messages"
     )
@@ -219,6 +237,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.compression:
+        IMPLS.setdefault(*TAKEOVER)
     args.keys = args.only.split(",") if args.only else list(IMPLS)
     unknown = [key for key in args.keys if key not in IMPLS]
     if unknown:
@@ -274,7 +294,8 @@ def report(
 ) -> str:
     base = results.get(BASELINE)
     lines = [
-        f"`{command}`: {args.clients} clients, {args.size}-byte text messages, "
+        f"`{command}`: {args.clients} clients, {args.size}-byte text messages"
+        f"{' compressed with permessage-deflate' if args.compression else ''}, "
         f"{args.rounds} rounds (medians over rounds; per round: median of {args.repeat} single "
         f"broadcasts and of {args.bursts} bursts of {args.burst} messages); {wall:.0f} s; "
         f"{versions()}",

@@ -33,7 +33,9 @@ from stats import paired_ratios, summarize
 
 DEFAULTS = {"rounds": 20, "count": 1000, "warmup": 200}
 QUICK = {"rounds": 3, "count": 100, "warmup": 20}
-DEFAULT_SIZES = "32:text,64K:binary"
+DEFAULT_SIZES = "32:text,64K:binary,1M:binary"
+#: Payloads above this many bytes get proportionally fewer round trips.
+FULL_COUNT_UP_TO = 65536
 
 #: Seconds allowed for a worker to start (imports, connect) and to stop.
 START_TIMEOUT = 60.0
@@ -189,32 +191,42 @@ def _per_round_trip(total: int | None, count: int) -> float | None:
     return None if total is None else total / count
 
 
+def count_for(size: Size, count: int) -> int:
+    """Round trips per run for ``size``: ``count``, scaled down above 64 KiB
+    (1 MiB gets a sixteenth), and at least 10."""
+    if size.nbytes <= FULL_COUNT_UP_TO:
+        return count
+    return max(10, count * FULL_COUNT_UP_TO // size.nbytes)
+
+
 def measure(peers: Sequence[Peer], sizes: Sequence[Size], args: argparse.Namespace) -> Results:
     timeout = args.timeout
     results = Results({(p.impl.key, s): [] for p in peers for s in sizes}, {})
     if args.warmup:
         for size in sizes:
             for peer in peers:
-                peer.run(size, args.warmup, timeout)
+                peer.run(size, count_for(size, args.warmup), timeout)
     for size in sizes:
         for peer in peers:
+            count = count_for(size, args.count)
             peer.server.request({"cmd": "count_start"}, timeout)
-            client = peer.run(size, args.count, timeout, steps=True)
+            client = peer.run(size, count, timeout, steps=True)
             server = peer.server.request({"cmd": "count_stop"}, timeout)
             results.steps[peer.impl.key, size] = (
-                _per_round_trip(client.get("steps"), args.count),
-                _per_round_trip(client.get("batches"), args.count),
-                _per_round_trip(server.get("steps"), args.count),
-                _per_round_trip(server.get("batches"), args.count),
+                _per_round_trip(client.get("steps"), count),
+                _per_round_trip(client.get("batches"), count),
+                _per_round_trip(server.get("steps"), count),
+                _per_round_trip(server.get("batches"), count),
             )
     started_at = time.monotonic()
     for round_index in range(args.rounds):
         shift = round_index % len(peers)
         order = [*peers[shift:], *peers[:shift]]
         for size in sizes:
+            count = count_for(size, args.count)
             for peer in order:
-                ns = peer.run(size, args.count, timeout)["ns"]
-                results.micros[peer.impl.key, size].append(ns / 1000 / args.count)
+                ns = peer.run(size, count, timeout)["ns"]
+                results.micros[peer.impl.key, size].append(ns / 1000 / count)
         print(
             f"round {round_index + 1}/{args.rounds} done ({time.monotonic() - started_at:.0f} s)",
             file=sys.stderr,
@@ -260,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", *(sys.argv if argv is None else ["bench/run.py", *argv])])
     settings = (
         f"{args.rounds} rounds x {args.count} round trips per implementation and payload "
+        f"(fewer above 64 KiB: {args.count * FULL_COUNT_UP_TO // 2**20} for 1 MiB) "
         f"(after {args.warmup} warm-up round trips), order rotated each round; payloads: "
         f"{', '.join(size.label for size in sizes)}"
     )

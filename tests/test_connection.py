@@ -237,6 +237,46 @@ async def test_send_cancelled_before_writing_sends_nothing(pair_factory: Any) ->
     assert await pair.server.receive() == "first"
 
 
+class _Steps(trio.abc.Instrument):
+    """Counts the times one task is resumed by the scheduler."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.count += 1
+
+
+async def test_send_right_after_receive_yields_once_not_twice(
+    echo_server: trio_ws.Server,
+) -> None:
+    async with trio_ws.connect(url_of(echo_server)) as ws:
+        steps = _Steps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await ws.send("a")
+            assert await ws.receive() == "a"  # waited: other tasks ran
+            before = steps.count
+            await ws.send("b")  # so this send does not yield again
+            assert steps.count == before
+            await ws.send("c")  # a send after a send does
+            assert steps.count == before + 1
+            with trio.testing.assert_checkpoints():
+                await ws.send("d")
+            assert [await ws.receive() for _ in "bcd"] == ["b", "c", "d"]
+            # Right after a receive, send() is still a cancellation point.
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await ws.send("never")
+            assert scope.cancelled_caught
+            await ws.send("e")
+            assert await ws.receive() == "e"
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+
+
 # -- backpressure ------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from wsproto.extensions import PerMessageDeflate
 
 import trio_ws
 from trio_ws._protocol import encode_shared, shared_frame
+from trio_ws._writer import OFFERED
 
 TEXT_MESSAGE = "compress me, compress me, compress me please " * 40
 RANDOM = random.Random(5).randbytes(20_000)
@@ -142,7 +143,7 @@ async def test_broadcast_is_compressed_once_for_a_group(
     message = TEXT_MESSAGE + "broadcast"
     frame_bytes = encode_shared(message)
     for remote in remotes:
-        remote._enqueue(message, frame_bytes, len(message))
+        assert remote._offer(message, frame_bytes, len(message), 100, 2**20) == OFFERED
     for ws in [*clients, plain]:
         assert await ws.receive() == message
     # One plain framing, one deflate framing: not one per connection.

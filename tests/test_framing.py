@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import trio
 from conftest import Pair, Recorder, start_server
-from rawpeer import RawClient
+from rawpeer import RawClient, frame
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import Buffer
 
 import trio_ws
-from trio_ws._framing import SMALL, FrameBuffer, frame_data, install_buffer
+from trio_ws._framing import SMALL, FrameBuffer, frame_data, install_buffer, whole_messages
 from trio_ws._protocol import CloseReceived, PingReceived, Protocol
 
 SIZES = [0, 1, 125, 126, 127, SMALL - 1, SMALL, 65535, 65536, 65537, 200_003]
@@ -151,20 +151,128 @@ def test_frame_buffer_parses_like_wsproto_buffer(seed: int) -> None:
     assert results[0] == results[1] == expected
 
 
+def _mostly_whole_wire(rng: random.Random, to_server: bool) -> bytes:
+    """Frames as a peer sends them to a server (masked) or to a client: mostly
+    whole messages, some fragmented, pings between, sometimes one frame that
+    breaks a rule, a close at the end."""
+    wire = b""
+    broken = rng.random() < 0.7
+    count = rng.randrange(1, 25)
+    bad_at = rng.randrange(count) if broken else -1
+    for i in range(count):
+        if i == bad_at:
+            wire += rng.choice(
+                [
+                    # a length that is not minimally encoded (126 for 5 bytes)
+                    bytes([0x82, (0x80 if to_server else 0) | 126, 0, 5])
+                    + (b"\0\0\0\0" if to_server else b"")
+                    + b"12345",
+                    frame(0x1, b"\xff\xfe not UTF-8", mask=to_server),
+                    frame(0x1, b"ok\xe2\x82", mask=to_server),  # cut character
+                    frame(0x2, b"masked the wrong way", mask=not to_server),
+                    frame(0x2, b"rsv bit", rsv=0b010, mask=to_server),
+                    frame(0x3, b"reserved opcode", mask=to_server),
+                    frame(0x0, b"continuation of nothing", mask=to_server),
+                    frame(0x2, bytes(5000), mask=to_server),  # over the 4096-byte limit
+                ]
+            )
+            continue
+        kind = rng.random()
+        if kind < 0.15:
+            wire += frame(0x9, rng.randbytes(rng.randrange(0, 126)), mask=to_server)
+            continue
+        size = rng.choice([0, 1, 3, 125, 126, 127, 4000, 4096])
+        payload = (
+            rng.randbytes(size)
+            if kind < 0.55
+            else "".join(rng.choice("aé✓") for _ in range(size)).encode()[:size]
+        )
+        opcode = 0x2 if kind < 0.55 else 0x1
+        if opcode == 0x1:
+            payload = payload.decode("utf-8", "ignore").encode()
+        if kind > 0.9 and len(payload) > 1:
+            cut = rng.randrange(1, len(payload))
+            wire += frame(opcode, payload[:cut], fin=False, mask=to_server)
+            wire += frame(0x0, payload[cut:], mask=to_server)
+        else:
+            wire += frame(opcode, payload, mask=to_server)
+    return wire + frame(0x8, struct.pack("!H", 1000) + b"bye", mask=to_server)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_whole_message_fast_path_agrees_with_wsproto(seed: int) -> None:
+    """What the connection makes of any stream is the same with the fast path
+    for whole messages, without it, and with wsproto's own buffer."""
+    rng = random.Random(seed)
+    side = ConnectionType.SERVER if seed % 2 else ConnectionType.CLIENT
+    wire = _mostly_whole_wire(rng, to_server=side is ConnectionType.SERVER)
+    steps = [rng.choice([1, 3, 10, 200, 5000, 126_976]) for _ in range(len(wire))]
+    if seed < 4:  # one read of whole messages first
+        wire = frame(0x2, b"first", mask=side is ConnectionType.SERVER) + wire
+        steps[0] = rng.randrange(len(wire) // 2, len(wire) + 1)
+    results = []
+    fast_reads = 0
+    for variant in ("fast", "wsproto parses", "wsproto buffer"):
+        connection = Connection(side)
+        protocol = Protocol(connection, max_message_size=4096)
+        if variant != "fast":
+            protocol._between_messages = None  # type: ignore[attr-defined]
+        if variant == "wsproto buffer":
+            connection._proto._frame_decoder.buffer = Buffer()  # type: ignore[attr-defined]
+        got: list[object] = []
+        at = 0
+        for step in steps:
+            if at >= len(wire):
+                break
+            chunk = wire[at : at + step]
+            if variant == "fast" and protocol._between_messages():  # type: ignore[attr-defined]
+                fast_reads += bool(whole_messages(chunk, side is ConnectionType.SERVER, 4096)[0])
+            got.extend(protocol.receive_data(chunk))
+            at += step
+        results.append(got)
+    assert results[0] == results[1] == results[2]
+    assert results[0], "every stream ends in something"
+    if seed < 4:
+        assert fast_reads, "the fast path was used"
+
+
+def test_fast_path_leaves_doubtful_frames_to_wsproto() -> None:
+    masked = frame(0x2, b"fine")
+    assert whole_messages(masked * 3, True, None) == ([b"fine"] * 3, len(masked) * 3)
+    for stop in (
+        frame(0x9, b"ping"),  # control frame
+        frame(0x2, b"part", fin=False),  # fragment
+        frame(0x1, b"\xc3", mask=True),  # invalid UTF-8
+        frame(0x2, b"compressed?", rsv=0b100),  # RSV1
+        frame(0x2, b"unmasked", mask=False),  # a client must mask
+        frame(0x2, bytes(10)),  # over max_size below
+        bytes([0x82, 0xFE, 0, 5]) + b"\0\0\0\0" + b"12345",  # non-minimal length
+        bytes([0x82, 0xFF]) + bytes(6) + b"\xff\xff" + bytes(4),  # 64-bit length < 65536
+    ):
+        assert whole_messages(masked + stop + masked, True, 9) == ([b"fine"], len(masked))
+    for cut in range(1, len(masked)):  # an incomplete frame
+        assert whole_messages(masked + masked[:cut], True, 9) == ([b"fine"], len(masked))
+    unmasked = frame(0x1, "✓".encode(), mask=False)
+    assert whole_messages(unmasked + masked, False, None) == (["✓"], len(unmasked))
+
+
 def test_install_buffer_keeps_bytes_already_fed() -> None:
     client = Connection(ConnectionType.CLIENT)
     server = Connection(ConnectionType.SERVER)
     server.receive_data(client.send(BytesMessage(b"early")))  # as trailing handshake data
-    assert install_buffer(server)
+    assert install_buffer(server) is not None
     assert [event.data for event in server.events()] == [b"early"]
-    assert not install_buffer(object())  # type: ignore[arg-type]  # not wsproto: left alone
+    assert install_buffer(object()) is None  # type: ignore[arg-type]  # not wsproto: left alone
 
 
 async def test_connections_use_the_copy_free_paths(pair_factory: Any) -> None:
-    pair: Pair = await pair_factory()
+    pair: Pair = await pair_factory(compression=None)
     for ws in (pair.client, pair.server):
         wsproto_connection = ws._protocol._conn  # type: ignore[attr-defined]
         assert isinstance(wsproto_connection._proto._frame_decoder.buffer, FrameBuffer)
+        assert ws._protocol._between_messages() is True  # type: ignore[attr-defined]
+    compressed: Pair = await pair_factory()  # compressed messages are wsproto's alone
+    assert compressed.client._protocol._between_messages is None  # type: ignore[attr-defined]
     data = random.Random(1).randbytes(300_000)
     await pair.client.send(data)
     assert await pair.server.receive() == data

@@ -13,6 +13,7 @@ from server_helpers import http_exchange
 
 import trio_ws
 from trio_ws._protocol import encode_shared
+from trio_ws._writer import CLOSED, FULL, OFFERED
 
 
 async def test_connection_stats(pair_factory: Any) -> None:
@@ -78,15 +79,18 @@ async def test_broadcast_hooks_keep_order_with_send(nursery: trio.Nursery) -> No
     async with trio_ws.connect(url_of(server)) as ws:
         remote = await recorder.connection()
         frame = encode_shared("shared")
-        remote._enqueue("shared", frame, len("shared"))
-        remote._enqueue(b"bytes", encode_shared(b"bytes"), 5)
+        limits = (100, 2**20)  # frames, bytes
+        assert remote._offer("shared", frame, len("shared"), *limits) == OFFERED
+        assert remote._offer(b"bytes", encode_shared(b"bytes"), 5, *limits) == OFFERED
         await remote.send("direct")  # queued behind the broadcasts: order kept
         assert [await ws.receive() for _ in range(3)] == ["shared", b"bytes", "direct"]
         assert remote.stats().traffic.messages_out == 3
         # Shedding drops what is queued and closes.
         remote._writer._busy = True  # hold the queue still
-        remote._enqueue("dropped", encode_shared("dropped"), 7)
+        assert remote._offer("dropped", encode_shared("dropped"), 7, *limits) == OFFERED
         assert remote._writer.queued_bytes == 7
+        assert remote._offer("full", encode_shared("full"), 4, 1, 2**20) == FULL
         remote._writer._busy = False
         assert remote._shed_and_close(1013, "too slow", "fell behind") == 1
+        assert remote._offer("late", encode_shared("late"), 4, *limits) == CLOSED
         assert (await ws.wait_closed()).code == 1013

@@ -29,7 +29,7 @@ from ._protocol import (
 )
 from ._reader import Reader
 from ._stats import ConnectionStats, Traffic
-from ._writer import STREAM_ERRORS, Kind, NotOpen, Writer
+from ._writer import CLOSED, OFFERED, STREAM_ERRORS, Kind, NotOpen, Writer
 
 __all__ = ["WebSocket"]
 
@@ -254,6 +254,11 @@ class WebSocket(trio.abc.Channel[Message]):
         connection finishes writing it in the background. The peer never sees
         a partial message, and later messages follow it intact.
 
+        ``send()`` is always a cancellation point. It also lets other tasks
+        run (a schedule point), except right after a :meth:`receive` by the
+        same task, which already did: a receive/send loop yields once per
+        message, not twice (see docs/timeouts.md).
+
         Raises :class:`ConnectionClosed` once the connection is closing or
         closed, and TypeError for other types.
         """
@@ -325,9 +330,11 @@ class WebSocket(trio.abc.Channel[Message]):
         returned; after them, raises :class:`ConnectionClosed`.
         """
         try:
-            return await self._reader.receive()
+            message = await self._reader.receive()
         except NotOpen:
             raise await self._closed_error() from None
+        self._writer.turn_taken = trio.lowlevel.current_task()
+        return message
 
     def receive_stream(self) -> MessageStream:
         """Receive the next message piece by piece, as its frames arrive,
@@ -463,6 +470,7 @@ class WebSocket(trio.abc.Channel[Message]):
         if send_frame:
             self._close_frame = (code, reason)
         self._closing.set()
+        self._writer.closing = True
         if self._keepalive_scope is not None:
             self._keepalive_scope.cancel()
         self._reader.end()
@@ -504,18 +512,27 @@ class WebSocket(trio.abc.Channel[Message]):
 
     # -- the broadcast path (used by the hub) --------------------------------
 
-    def _enqueue(self, message: str | bytes, frame: bytes | None, size: int) -> None:
-        """Queue ``message`` for the writer task without waiting. ``frame`` is
-        its :func:`encode_shared` framing, written as is where this connection
-        allows; otherwise the message is framed here when written. Raises
-        :class:`NotOpen` once the stream is broken."""
+    def _offer(
+        self, message: str | bytes, frame: bytes, size: int, max_frames: int, max_bytes: int
+    ) -> int:
+        """Hand ``message`` on without waiting, within the queue limits (see
+        :meth:`Writer.offer`). ``frame`` is its :func:`encode_shared` framing,
+        written as is where this connection allows (the hub calls the writer
+        directly for those); otherwise the message is framed for this
+        connection (compressed once per broadcast where settings are shared)."""
         key = self._frame_key
-        if key is None or frame is None:
-            self._writer.enqueue(Kind.MESSAGE, message, size)
-            return
-        if key is not PLAIN:
-            frame = shared_frame(message, key)  # compressed once per broadcast
-        self._writer.enqueue_frame(frame, type(message) is str, size)
+        writer = self._writer
+        if key is not None:
+            if key is not PLAIN:
+                frame = shared_frame(message, key)
+            return writer.offer(frame, type(message) is str, size, max_frames, max_bytes)
+        status = writer.room(size, max_frames, max_bytes)
+        if status == OFFERED:
+            try:
+                writer.enqueue(Kind.MESSAGE, message, size)
+            except NotOpen:
+                return CLOSED
+        return status
 
     def _shed_and_close(self, code: int, reason: str, cause: str) -> int:
         """Drop the queued broadcast messages and start closing (without

@@ -3,7 +3,7 @@
 A hub is a registry of server connections, grouped in rooms, and a way to
 send one message to many of them at once. ``broadcast()`` frames the message
 once and hands the same bytes to every recipient without waiting
-(``WebSocket._enqueue``): written at once when the socket takes them and
+(``Writer.offer``): written at once when the socket takes them and
 nothing is queued ahead, else queued for the connection's own writer task. So
 a broadcast never blocks, one client that stops reading delays no one else,
 and ``await ws.send()`` keeps its place among broadcasts to the same
@@ -30,8 +30,8 @@ import trio
 
 from ._close import CloseCode, check_close_code
 from ._connection import WebSocket
-from ._protocol import encode_shared
-from ._writer import NotOpen
+from ._protocol import PLAIN, encode_shared
+from ._writer import FULL, OFFERED
 
 __all__ = ["Hub", "HubStats", "Member", "open_hub"]
 
@@ -379,6 +379,7 @@ class Hub:
             recipients = found
         excluded = _excluded(exclude)
         size = len(frame)
+        is_text = type(message) is str
         max_frames = _NO_LIMIT if self.max_pending is None else self.max_pending
         max_bytes = _NO_LIMIT if self.max_pending_bytes is None else self.max_pending_bytes
         count = 0
@@ -387,20 +388,16 @@ class Hub:
             if excluded and member.id in excluded:
                 continue
             ws = member.ws
-            if ws.closing:
-                self._remove(member)
-                continue
-            writer = ws._writer
-            waiting = writer.queued_bytes
-            if (waiting and waiting + size > max_bytes) or writer.queued >= max_frames:
+            if ws._frame_key is PLAIN:  # the frame as it is: straight to the writer
+                status = ws._writer.offer(frame, is_text, size, max_frames, max_bytes)
+            else:
+                status = ws._offer(message, frame, size, max_frames, max_bytes)
+            if status == OFFERED:
+                count += 1
+            elif status == FULL:
                 self._full(member)
-                continue
-            try:
-                ws._enqueue(message, frame, size)
-            except NotOpen:  # the stream broke: the connection is closing
+            else:
                 self._remove(member)
-                continue
-            count += 1
         self._deliveries += count
         return count
 
@@ -439,23 +436,14 @@ class Hub:
 
     def _deliver(self, member: Member, message: str | bytes, frame: bytes, size: int) -> bool:
         """Queue one message for one member, or apply the policy."""
-        ws = member.ws
-        if ws.closing:
-            self._remove(member)
-            return False
-        writer = ws._writer
-        waiting = writer.queued_bytes
         max_frames = _NO_LIMIT if self.max_pending is None else self.max_pending
         max_bytes = _NO_LIMIT if self.max_pending_bytes is None else self.max_pending_bytes
-        if (waiting and waiting + size > max_bytes) or writer.queued >= max_frames:
+        status = member.ws._offer(message, frame, size, max_frames, max_bytes)
+        if status == FULL:
             self._full(member)
-            return False
-        try:
-            ws._enqueue(message, frame, size)
-        except NotOpen:  # the stream broke: the connection is closing
+        elif status != OFFERED:
             self._remove(member)
-            return False
-        return True
+        return status == OFFERED
 
     def _full(self, member: Member) -> None:
         """A message found ``member``'s queue full: apply the policy."""

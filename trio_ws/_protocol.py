@@ -26,7 +26,7 @@ from wsproto.utilities import LocalProtocolError
 from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
 from ._deflate import Deflate, DeflateExtension
-from ._framing import frame_data, install_buffer
+from ._framing import between_messages, frame_data, install_buffer, whole_messages
 
 __all__ = [
     "CloseReceived",
@@ -166,6 +166,7 @@ class Protocol:
     """One open WebSocket connection's protocol state (after the handshake)."""
 
     __slots__ = (
+        "_between_messages",
         "_conn",
         "_discarding",
         "_drop_stream",
@@ -186,9 +187,16 @@ class Protocol:
         deflate: DeflateExtension | None = None,
     ) -> None:
         self._conn = connection
-        install_buffer(connection)
+        buffer = install_buffer(connection)
         #: The negotiated permessage-deflate extension, or None.
         self.deflate = deflate if deflate is not None and deflate.enabled() else None
+        # Whole uncompressed messages are read without wsproto while it is
+        # between messages (see _framing.whole_messages).
+        self._between_messages = (
+            between_messages(connection, buffer)
+            if buffer is not None and self.deflate is None
+            else None
+        )
         self._max_size = max_message_size
         self._fragmenting = False  # a streamed message is being sent
         #: The next message to start is to be handed out as pieces.
@@ -217,14 +225,31 @@ class Protocol:
         if self.dead:
             return []
         conn = self._conn
-        if conn.state is ConnectionState.CLOSED:
-            return []
+        if conn.state is not ConnectionState.OPEN:
+            if conn.state is ConnectionState.CLOSED:
+                return []
+        elif (
+            self._between_messages is not None and type(data) is bytes and self._between_messages()
+        ):
+            messages, used = whole_messages(data, not conn.client, self._max_size)
+            if messages:
+                # Within the size limit: no Failure can come of these.
+                on_data = self._on_data
+                out = [item for m in messages if (item := on_data(m, True)) is not None]
+                if used < len(data):
+                    out.extend(self._parse(data[used:]))
+                return out
+        return self._parse(data)
+
+    def _parse(self, data: bytes | bytearray) -> list[Incoming]:
+        """Let wsproto parse ``data`` and turn its events into ours."""
+        conn = self._conn
         conn.receive_data(data)  # type: ignore[arg-type]  # wsproto copies it anyway
         out: list[Incoming] = []
         for event in conn.events():
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
-                item = self._on_data(event)  # type: ignore[arg-type]
+                item = self._on_data(event.data, event.message_finished)  # type: ignore[attr-defined]
                 if item is not None:
                     out.append(item)
                     if type(item) is Failure:
@@ -238,10 +263,10 @@ class Protocol:
                 break
         return out
 
-    def _on_data(self, event: TextMessage | BytesMessage) -> Incoming | None:
-        piece = cast("str | bytes", event.data)  # wsproto hands out bytes, not bytearray
+    def _on_data(self, piece: str | bytes, finished: bool) -> Incoming | None:
+        """One piece of a message (wsproto hands out bytes, not bytearray)."""
         if self._discarding:
-            if event.message_finished:
+            if finished:
                 self._discarding = False
             return None
         if self.stream_next and not self._parts and not self._streaming:
@@ -249,20 +274,20 @@ class Protocol:
             self.stream_next = False
             self._streaming = True
         if self._streaming:
-            return self._stream_piece(piece, event.message_finished)
+            return self._stream_piece(piece, finished)
         limit = self._max_size
-        if event.message_finished and not self._parts:
+        if finished and not self._parts:
             # The whole message arrived in one piece: the common case, no copy.
             if limit is not None and len(piece) > limit // 4 and _size(piece) > limit:
-                return self._too_big(event.message_finished)
+                return self._too_big(finished)
             return piece
         self._size += _size(piece)
         if limit is not None and self._size > limit:
             self._parts.clear()
             self._size = 0
-            return self._too_big(event.message_finished)
+            return self._too_big(finished)
         self._parts.append(piece)
-        if not event.message_finished:
+        if not finished:
             return None
         parts = self._parts
         self._parts = []

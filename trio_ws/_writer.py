@@ -31,7 +31,21 @@ import trio
 
 from ._protocol import Protocol
 
-__all__ = ["STREAM_ERRORS", "Kind", "NotOpen", "Writer", "descriptor"]
+__all__ = [
+    "CLOSED",
+    "FULL",
+    "OFFERED",
+    "STREAM_ERRORS",
+    "Kind",
+    "NotOpen",
+    "Writer",
+    "descriptor",
+]
+
+#: What Writer.offer() and Writer.room() say of a broadcast message.
+OFFERED = 1  # written, or queued for the writer task
+FULL = 0  # the connection's queue is at its limit
+CLOSED = -1  # the connection is closing or its stream broke
 
 #: Exceptions that mean the stream can no longer be written.
 STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -133,9 +147,11 @@ class Writer:
         "binary_out",
         "broken",
         "bytes_out",
+        "closing",
         "fragmenting",
         "stateful_encoding",
         "text_out",
+        "turn_taken",
     )
 
     def __init__(
@@ -172,6 +188,11 @@ class Writer:
         self.binary_out = 0
         self.bytes_out = 0
         self._queued_bytes = 0
+        #: Set when the connection starts closing: broadcasts skip it.
+        self.closing = False
+        #: The task whose receive() let other tasks run since its last send():
+        #: its next send() on a socket need not do so again.
+        self.turn_taken: trio.lowlevel.Task | None = None
 
     def start(self) -> None:
         """Start the permanent writer task where one is needed (not a socket)."""
@@ -260,7 +281,12 @@ class Writer:
                 self._count(kind, payload, _size(data))
             else:
                 self._release()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if self.turn_taken is trio.lowlevel.current_task():
+                # This task let others run in receive() since its last send:
+                # that was its turn; a receive/send loop yields once per message.
+                self.turn_taken = None
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
         job = _Job(kind, payload, trio.lowlevel.current_task())
         self._jobs.append(job)
@@ -376,26 +402,42 @@ class Writer:
         if not self._busy:
             self._wake()
 
-    def enqueue_frame(self, frame: bytes, is_text: bool, size: int) -> None:
-        """``enqueue(Kind.FRAME, (frame, is_text), size)``, with its common
-        case inline: the broadcast path's inner loop."""
-        if (
-            self._fd < 0
-            or self._busy
-            or self._jobs
-            or self.fragmenting
-            or self.broken is not None
-            or not self._protocol.can_send_data
-        ):
-            self.enqueue(Kind.FRAME, (frame, is_text), size)
-            return
+    def room(self, size: int, max_frames: int, max_bytes: int) -> int:
+        """Whether a message of ``size`` bytes may be queued: ``OFFERED`` if
+        so, ``FULL`` if ``max_frames`` frames or more than ``max_bytes``
+        bytes would be waiting, ``CLOSED`` once the connection is closing."""
+        if self.closing or self.broken is not None:
+            return CLOSED
+        waiting = self._queued_bytes
+        if (waiting and waiting + size > max_bytes) or len(self._jobs) >= max_frames:
+            return FULL
+        return OFFERED
+
+    def offer(
+        self, frame: bytes, is_text: bool, size: int, max_frames: int, max_bytes: int
+    ) -> int:
+        """Hand on a broadcast frame without waiting: written now when nothing
+        else is being written and the socket takes it, queued for the writer
+        task otherwise (see :meth:`room` for the limits and the result). The
+        hub's inner loop, so the common case is all inline."""
+        if self.closing or self.broken is not None:
+            return CLOSED
+        if self._busy or self._jobs or self._fd < 0 or self.fragmenting:
+            waiting = self._queued_bytes
+            if (waiting and waiting + size > max_bytes) or len(self._jobs) >= max_frames:
+                return FULL
+            try:
+                self.enqueue(Kind.FRAME, (frame, is_text), size)
+            except NotOpen:
+                return CLOSED
+            return OFFERED
         try:
             sent = os.write(self._fd, frame)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._break(exc)
-            raise NotOpen from exc
+            return CLOSED
         total = len(frame)
         self.bytes_out += total
         if is_text:
@@ -408,6 +450,7 @@ class Writer:
             self._hand_off(memoryview(frame)[sent:])
             self._queued_bytes += size
             self._jobs[0].size = size
+        return OFFERED
 
     def begin_stream(self) -> None:
         """A streamed message starts: from now on, whole messages wait for it

@@ -1,9 +1,12 @@
-"""A fan-out benchmark server: ``python bench/fanout/server.py IMPL``.
+"""A fan-out benchmark server: ``python bench/fanout/server.py IMPL [deflate]``.
 
 Started by ``bench/fanout.py``, not by hand. IMPL is ``trio_ws`` (a hub),
+``trio_ws_takeover`` (a hub whose connections keep their compression context),
 ``websockets_trio`` (``websockets.trio``'s ``broadcast()``) or
 ``websockets_asyncio`` (``websockets.asyncio``'s ``broadcast()``); every one
-runs without compression and without keepalive pings, on 127.0.0.1.
+runs without keepalive pings, on 127.0.0.1, and without compression unless
+``deflate`` is given (then each with its default permessage-deflate settings;
+``trio_ws_takeover`` with ``server_no_context_takeover=False``).
 
 It prints ``{"port": N}`` once listening, then obeys one JSON command per
 line on stdin, answering each with one JSON line on stdout:
@@ -73,10 +76,17 @@ async def obey(
             answer({"t0": t0, "t1": time.monotonic()})
 
 
-def run_trio_ws() -> None:
+DEFLATE = sys.argv[2:] == ["deflate"]
+
+
+def run_trio_ws(takeover: bool = False) -> None:
     import trio
 
     import trio_ws
+
+    compression = None
+    if DEFLATE:
+        compression = trio_ws.Deflate(server_no_context_takeover=not takeover)
 
     async def main() -> None:
         arrived = trio.Event()
@@ -99,7 +109,13 @@ def run_trio_ws() -> None:
 
             server = await nursery.start(
                 functools.partial(
-                    trio_ws.serve, handler, "127.0.0.1", 0, ping_interval=None, backlog=4096
+                    trio_ws.serve,
+                    handler,
+                    "127.0.0.1",
+                    0,
+                    ping_interval=None,
+                    backlog=4096,
+                    compression=compression,
                 )
             )
             answer({"port": server.port})
@@ -140,7 +156,7 @@ def run_websockets_trio() -> None:
                     handler,
                     0,
                     host="127.0.0.1",
-                    compression=None,
+                    compression="deflate" if DEFLATE else None,
                     ping_interval=None,
                     backlog=4096,
                 )
@@ -174,7 +190,12 @@ def run_asyncio() -> None:
                 connections.discard(ws)
 
         async with serve(
-            handler, "127.0.0.1", 0, compression=None, ping_interval=None, backlog=4096
+            handler,
+            "127.0.0.1",
+            0,
+            compression="deflate" if DEFLATE else None,
+            ping_interval=None,
+            backlog=4096,
         ) as server:
             answer({"port": next(iter(server.sockets)).getsockname()[1]})
             while (command := await loop.run_in_executor(None, read_command)) is not None:
@@ -197,6 +218,7 @@ def run_asyncio() -> None:
 
 RUNNERS: dict[str, Callable[[], None]] = {
     "trio_ws": run_trio_ws,
+    "trio_ws_takeover": functools.partial(run_trio_ws, takeover=True),
     "websockets_trio": run_websockets_trio,
     "websockets_asyncio": run_asyncio,
 }
