@@ -53,4 +53,6 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", *PEERS)
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/stalled_writer.py", "--rounds", "2")
-    session.run("python", "bench/fanout.py", *[a for a in session.posargs if a == "--quick"])
+    quick = [a for a in session.posargs if a == "--quick"]
+    session.run("python", "bench/fanout.py", *quick)
+    session.run("python", "bench/fanout.py", "--compression", *quick)

@@ -24,13 +24,18 @@ class ChildError(RuntimeError):
 
 
 class Child:
-    """One worker subprocess: ``python bench/worker.py ARGS...``."""
+    """One benchmark subprocess, ``python SCRIPT ARGS...`` (by default the echo
+    worker, ``bench/worker.py``), that takes JSON commands on stdin and
+    answers each with a JSON line on stdout, marked with ``mark`` (other
+    lines are passed on to our stderr). It quits on ``{"cmd": "quit"}`` or
+    at the end of its input."""
 
-    def __init__(self, name: str, *args: str) -> None:
+    def __init__(self, name: str, *args: str, script: Path = WORKER, mark: str = MARK) -> None:
         self.name = name
+        self._mark = mark
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as self
         self._proc = subprocess.Popen(
-            [sys.executable, str(WORKER), *args],
+            [sys.executable, str(script), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -54,8 +59,8 @@ class Child:
             while b"\n" in self._buffer:
                 line, self._buffer = self._buffer.split(b"\n", 1)
                 text = line.decode(errors="replace")
-                if text.startswith(MARK):
-                    answer: dict[str, Any] = json.loads(text[len(MARK) :])
+                if text.startswith(self._mark):
+                    answer: dict[str, Any] = json.loads(text[len(self._mark) :])
                     return answer
                 print(f"[{self.name}] {text}", file=sys.stderr)
             left = deadline - time.monotonic()

@@ -33,21 +33,18 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import json
-import os
 import platform
-import select
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
+
+from children import Child, ChildError, stop_all
 
 HERE = Path(__file__).resolve().parent / "fanout"
 
@@ -71,83 +68,6 @@ STEP_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 
 
-class ProcessError(RuntimeError):
-    """A benchmark process failed, exited or did not answer in time."""
-
-
-class Process:
-    """A subprocess that answers JSON lines; stopped by ``stop()``."""
-
-    def __init__(self, name: str, *argv: str) -> None:
-        self.name = name
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as self
-        self._proc = subprocess.Popen(
-            [sys.executable, *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            bufsize=0,
-        )
-        self._buffer = b""
-
-    def send(self, command: dict[str, Any]) -> None:
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(json.dumps(command).encode() + b"\n")
-        except (BrokenPipeError, ValueError) as exc:
-            raise self._error("is gone") from exc
-
-    def receive(self, timeout: float) -> dict[str, Any]:
-        assert self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise self._error(f"did not answer within {timeout:g} s")
-            data = os.read(fd, 65536)
-            if not data:
-                self._proc.wait()
-                raise self._error("exited")
-            self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def request(self, command: dict[str, Any], timeout: float = STEP_TIMEOUT) -> dict[str, Any]:
-        self.send(command)
-        return self.receive(timeout)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Close its stdin (it quits), wait up to ``timeout``, then kill it."""
-        try:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-
-    def stderr_text(self, limit: int = 4000) -> str:
-        self._stderr.seek(0, os.SEEK_END)
-        size = self._stderr.tell()
-        self._stderr.seek(max(0, size - limit))
-        return self._stderr.read().decode(errors="replace").strip()
-
-    def _error(self, what: str) -> ProcessError:
-        message = f"{self.name} {what}"
-        if (code := self._proc.poll()) is not None:
-            message += f" (exit code {code})"
-        if stderr := self.stderr_text():
-            message += f"; its stderr ends with:\n{stderr}"
-        return ProcessError(message)
-
-
 def frame_size(size: int) -> int:
     """Bytes on the wire for an unmasked server frame of ``size`` payload bytes."""
     return size + (2 if size < 126 else 4 if size < 65536 else 10)
@@ -164,36 +84,47 @@ class Outcome:
 def run_one(key: str, args: argparse.Namespace) -> Outcome:
     """Start ``key``'s server and the clients, measure, stop both."""
     mode = ["deflate"] if args.compression else []
-    server = Process(f"{key} server", str(HERE / "server.py"), key, *mode)
-    clients: Process | None = None
+    server = Child(f"{key} server", key, *mode, script=HERE / "server.py", mark="")
+    clients: Child | None = None
     outcome = Outcome()
     try:
         port = server.receive(STEP_TIMEOUT)["port"]
-        clients = Process(
-            f"{key} clients", str(HERE / "clients.py"), str(port), str(args.clients), *mode
+        clients = Child(
+            f"{key} clients",
+            str(port),
+            str(args.clients),
+            *mode,
+            script=HERE / "clients.py",
+            mark="",
         )
         clients.receive(STEP_TIMEOUT)  # every handshake done
-        server.request({"cmd": "clients", "n": args.clients})
+        server.request({"cmd": "clients", "n": args.clients}, STEP_TIMEOUT)
         wire = 1 if args.compression else frame_size(args.size)  # clients count messages
         total = 0
         for _ in range(args.repeat):
-            sent = server.request({"cmd": "broadcast", "size": args.size, "count": 1})
+            sent = server.request(
+                {"cmd": "broadcast", "size": args.size, "count": 1}, STEP_TIMEOUT
+            )
             total += wire
-            got = clients.request({"cmd": "until", "bytes": total, "timeout": STEP_TIMEOUT})
+            got = clients.request(
+                {"cmd": "until", "bytes": total, "timeout": STEP_TIMEOUT}, STEP_TIMEOUT
+            )
             if got["t"] is None:
-                raise ProcessError(f"{key}: {got['behind']} clients missed a broadcast")
+                raise ChildError(f"{key}: {got['behind']} clients missed a broadcast")
             outcome.latencies.append(got["t"] - sent["t0"])
         for _ in range(args.bursts):
-            sent = server.request({"cmd": "broadcast", "size": args.size, "count": args.burst})
+            sent = server.request(
+                {"cmd": "broadcast", "size": args.size, "count": args.burst}, STEP_TIMEOUT
+            )
             total += wire * args.burst
-            got = clients.request({"cmd": "until", "bytes": total, "timeout": STEP_TIMEOUT})
+            got = clients.request(
+                {"cmd": "until", "bytes": total, "timeout": STEP_TIMEOUT}, STEP_TIMEOUT
+            )
             if got["t"] is None:
-                raise ProcessError(f"{key}: {got['behind']} clients missed messages")
+                raise ChildError(f"{key}: {got['behind']} clients missed messages")
             outcome.rates.append(args.clients * args.burst / (got["t"] - sent["t0"]))
     finally:
-        if clients is not None:
-            clients.stop()
-        server.stop()
+        stop_all([server] if clients is None else [clients, server], STOP_TIMEOUT)
     return outcome
 
 
@@ -272,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    except ProcessError as exc:
+    except ChildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report(results, args, command, time.monotonic() - begin))

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import queue
 import re
-import select
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from processes import Background
 from server_helpers import http_exchange
 
 import trio_ws
@@ -293,56 +291,15 @@ async def test_terminal_client_cannot_connect() -> None:
 # -- the command line --------------------------------------------------------------
 
 
-class Program:
+def start_program(*args: str) -> Background:
     """``python -m trio_ws ARGS`` in the background: lines in, lines out."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_ws", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-        )
-        self._pending = b""  # read from stdout, not yet returned
-
-    def readline(self) -> str:
-        # os.read, not the pipe's readline: lines it buffered would be
-        # invisible to select().
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._pending:
-            ready, _, _ = select.select([fd], [], [], 10)
-            assert ready, "no output in time"
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            self._pending += data
-        line, newline, self._pending = self._pending.partition(b"\n")
-        return (line + newline).decode()
-
-    def write(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-
-    def finish(self) -> tuple[int, str, str]:
-        """End of input; wait for the program to exit."""
-        out, err = self.proc.communicate(timeout=10)
-        return self.proc.returncode, self._pending.decode() + out, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+    return Background([sys.executable, "-m", "trio_ws", *args], stdin=True, cwd=ROOT)
 
 
 def test_chat_and_chat_client_from_the_command_line() -> None:
-    programs: list[Program] = []
+    programs: list[Background] = []
     try:
-        server = Program("chat", "--port", "0")
+        server = start_program("chat", "--port", "0")
         programs.append(server)
         match = re.fullmatch(
             r"chat server on http://127\.0\.0\.1:(\d+)/ \(Ctrl-C to stop\)\n", server.readline()
@@ -352,17 +309,17 @@ def test_chat_and_chat_client_from_the_command_line() -> None:
         assert server.readline() == "open that page in a browser, or join from a terminal:\n"
         assert server.readline() == f"  python -m trio_ws chat-client {url} --name YOUR_NAME\n"
 
-        bob = Program("chat-client", url, "--name", "bob")
+        bob = start_program("chat-client", url, "--name", "bob")
         programs.append(bob)
         assert bob.readline() == "* you joined #lobby as bob; here: bob\n"
-        zed = Program("chat-client", url, "--name", "zed", "--room", "lobby")
+        zed = start_program("chat-client", url, "--name", "zed", "--room", "lobby")
         programs.append(zed)
         assert zed.readline() == "* you joined #lobby as zed; here: bob, zed\n"
         assert bob.readline() == "* zed joined #lobby\n"
         zed.write("hello from zed\n")
         assert zed.readline() == "[#lobby] zed: hello from zed\n"
         assert bob.readline() == "[#lobby] zed: hello from zed\n"
-        status, out, err = zed.finish()  # end of input: zed leaves
+        status, out, err = zed.wait()  # end of input: zed leaves
         assert (status, out, err) == (
             0,
             "closed: we closed the connection with 1000 (normal closure)\n",
@@ -371,11 +328,11 @@ def test_chat_and_chat_client_from_the_command_line() -> None:
         assert bob.readline() == "* zed left #lobby\n"
 
         server.proc.send_signal(signal.SIGINT)
-        status, out, err = server.finish()
+        status, out, err = server.wait()
         assert (status, out) == (0, "stopping\n"), err
         assert "Traceback" not in err
         # The server's shutdown closed bob's connection with 1001.
-        status, out, err = bob.finish()
+        status, out, err = bob.wait()
         assert status == 0, err
         assert (
             out

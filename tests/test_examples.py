@@ -5,9 +5,7 @@ Each example runs as a subprocess of ``sys.executable`` on 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -17,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from processes import ENV, TIMEOUT, Background
 
 import trio_ws
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TIMEOUT = 10
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 TESTED = {
     "echo_server.py",
@@ -55,43 +52,9 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-class Background:
-    """An example started in the background, whose output is read line by line."""
-
-    def __init__(self, name: str, *args: str, stdin: bool = False) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / name), *args],
-            stdin=subprocess.PIPE if stdin else None,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
-        )
-        self._pending = b""  # read from stdout, not yet returned
-
-    def readline(self) -> str:
-        # os.read, not the pipe's readline: lines it buffered would be
-        # invisible to select().
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._pending:
-            ready, _, _ = select.select([fd], [], [], TIMEOUT)
-            assert ready, "no output in time"
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            self._pending += data
-        line, newline, self._pending = self._pending.partition(b"\n")
-        return (line + newline).decode()
-
-    def wait(self) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=TIMEOUT)
-        return self.proc.returncode, self._pending.decode() + out, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+def start_example(name: str, *args: str, stdin: bool = False) -> Background:
+    """An example started in the background (see tests/processes.py)."""
+    return Background([sys.executable, str(EXAMPLES / name), *args], stdin=stdin)
 
 
 @pytest.fixture
@@ -125,7 +88,7 @@ def test_every_example_is_tested() -> None:
 
 
 def test_echo_server_and_client_as_two_programs(background: list[Background]) -> None:
-    server = Background("echo_server.py", "--port", "0", "--once")
+    server = start_example("echo_server.py", "--port", "0", "--once")
     background.append(server)
     first = server.readline()
     match = re.fullmatch(r"listening on (ws://127\.0\.0\.1:\d+/)\n", first)
@@ -146,7 +109,7 @@ def test_echo_server_and_client_as_two_programs(background: list[Background]) ->
 
 
 def test_echo_server_stops_cleanly_on_ctrl_c(background: list[Background]) -> None:
-    server = Background("echo_server.py", "--port", "0")
+    server = start_example("echo_server.py", "--port", "0")
     background.append(server)
     match = re.fullmatch(r"listening on (ws://\S+)\n", server.readline())
     assert match
@@ -229,7 +192,7 @@ def http_get(port: int, path: str) -> bytes:
 def test_health_check_serve_mode_answers_http_and_stops_on_ctrl_c(
     background: list[Background],
 ) -> None:
-    server = Background("health_check.py", "--serve", "--port", "0")
+    server = start_example("health_check.py", "--serve", "--port", "0")
     background.append(server)
     match = re.match(r"serving on port (\d+):", server.readline())
     assert match
@@ -328,7 +291,7 @@ def test_reconnecting_client_carries_on_across_a_restart() -> None:
 
 
 def test_chat_server_and_client_run_as_programs(background: list[Background]) -> None:
-    server = Background("chat/server.py", "--port", "0")
+    server = start_example("chat/server.py", "--port", "0")
     background.append(server)
     banner = re.fullmatch(
         r"chat server on http://127\.0\.0\.1:(\d+)/ \(Ctrl-C to stop\)\n", server.readline()
@@ -339,12 +302,10 @@ def test_chat_server_and_client_run_as_programs(background: list[Background]) ->
     assert server.readline() == f"  python examples/chat/client.py {url} --name YOUR_NAME\n"
     assert http_get(int(banner[1]), "/").startswith(b"HTTP/1.1 200 OK\r\n")
 
-    client = Background("chat/client.py", url, "--name", "zed", "--room", "den", stdin=True)
+    client = start_example("chat/client.py", url, "--name", "zed", "--room", "den", stdin=True)
     background.append(client)
     assert client.readline() == "* you joined #den as zed; here: zed\n"
-    assert client.proc.stdin is not None
-    client.proc.stdin.write("hello\n/join games\n")
-    client.proc.stdin.flush()
+    client.write("hello\n/join games\n")
     assert client.readline() == "[#den] zed: hello\n"
     assert client.readline() == "* you joined #games as zed; here: zed\n"
     status, out, err = client.wait()  # end of input: the client leaves

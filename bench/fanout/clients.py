@@ -16,7 +16,7 @@ command per line on stdin (read in the same loop):
   ``time.monotonic()`` at which the last connection had received a total of
   B bytes (B messages with ``deflate``), or ``{"t": null, "behind": K}`` if K
   connections had not within T s.
-- end of input: close every connection and quit.
+- ``{"cmd": "quit"}`` or end of input: close every connection and quit.
 """
 
 from __future__ import annotations
@@ -159,6 +159,10 @@ def main() -> None:
                 while b"\n" in pending:
                     line, pending = pending.split(b"\n", 1)
                     command = json.loads(line)
+                    if command["cmd"] == "quit":
+                        for sock in sockets.values():
+                            sock.close()
+                        return
                     target = int(command["bytes"])
                     deadline = time.monotonic() + float(command["timeout"])
                     behind = sum(1 for total in received.values() if total < target)

@@ -17,7 +17,7 @@ line on stdin, answering each with one JSON line on stdout:
   a turn after each (as a producer that awaits something between messages
   would); answers ``{"t0": ..., "t1": ...}``, ``time.monotonic()`` before the
   first and after the last.
-- end of input: quit.
+- ``{"cmd": "quit"}`` or end of input: quit.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def answer(obj: dict[str, Any]) -> None:
 
 
 def read_command() -> dict[str, Any] | None:
+    """The next command; None at the end of input or on ``{"cmd": "quit"}``."""
     line = sys.stdin.readline()
-    return json.loads(line) if line.strip() else None
+    command: dict[str, Any] | None = json.loads(line) if line.strip() else None
+    return None if command is None or command["cmd"] == "quit" else command
 
 
 def message(size: int) -> str:
