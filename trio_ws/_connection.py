@@ -29,7 +29,7 @@ from ._protocol import (
 )
 from ._reader import Reader
 from ._stats import ConnectionStats, Traffic
-from ._writer import CLOSED, OFFERED, STREAM_ERRORS, Kind, NotOpen, Writer
+from ._writer import STREAM_ERRORS, Kind, NotOpen, Writer
 
 __all__ = ["WebSocket"]
 
@@ -526,13 +526,7 @@ class WebSocket(trio.abc.Channel[Message]):
             if key is not PLAIN:
                 frame = shared_frame(message, key)
             return writer.offer(frame, type(message) is str, size, max_frames, max_bytes)
-        status = writer.room(size, max_frames, max_bytes)
-        if status == OFFERED:
-            try:
-                writer.enqueue(Kind.MESSAGE, message, size)
-            except NotOpen:
-                return CLOSED
-        return status
+        return writer.queue_within(Kind.MESSAGE, message, size, max_frames, max_bytes)
 
     def _shed_and_close(self, code: int, reason: str, cause: str) -> int:
         """Drop the queued broadcast messages and start closing (without

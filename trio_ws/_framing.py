@@ -261,21 +261,22 @@ def whole_messages(
             break
         if masked:
             start += 4
-            if start + length > end:
-                break
-            payload = _masking.mask(
-                memoryview(data)[start : start + length], data[start - 4 : start]
-            )
+        stop = start + length
+        if stop > end:
+            break
+        payload: bytes | memoryview
+        if masked:
+            payload = _masking.mask(memoryview(data)[start:stop], data[start - 4 : start])
+        elif first == _FIN | _TEXT:
+            payload = memoryview(data)[start:stop]  # decoded without a copy of its own
         else:
-            if start + length > end:
-                break
-            payload = data[start : start + length]
+            payload = data[start:stop]
         if first == _FIN | _TEXT:
             try:
-                found.append(payload.decode())
+                found.append(str(payload, "utf-8"))
             except UnicodeDecodeError:
                 break
         else:
-            found.append(payload)
-        pos = start + length
+            found.append(payload)  # type: ignore[arg-type]  # bytes: the masked or sliced copy
+        pos = stop
     return found, pos

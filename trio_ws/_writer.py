@@ -42,7 +42,7 @@ __all__ = [
     "descriptor",
 ]
 
-#: What Writer.offer() and Writer.room() say of a broadcast message.
+#: What Writer.offer() and Writer.queue_within() say of a broadcast message.
 OFFERED = 1  # written, or queued for the writer task
 FULL = 0  # the connection's queue is at its limit
 CLOSED = -1  # the connection is closing or its stream broke
@@ -402,35 +402,36 @@ class Writer:
         if not self._busy:
             self._wake()
 
-    def room(self, size: int, max_frames: int, max_bytes: int) -> int:
-        """Whether a message of ``size`` bytes may be queued: ``OFFERED`` if
-        so, ``FULL`` if ``max_frames`` frames or more than ``max_bytes``
-        bytes would be waiting, ``CLOSED`` once the connection is closing."""
+    def queue_within(
+        self, kind: Kind, payload: Any, size: int, max_frames: int, max_bytes: int
+    ) -> int:
+        """:meth:`enqueue` a message of ``size`` bytes unless ``max_frames``
+        frames or more than ``max_bytes`` bytes would then be waiting: returns
+        ``OFFERED`` (queued, or written at once), ``FULL``, or ``CLOSED`` once
+        the connection is closing or its stream broke."""
         if self.closing or self.broken is not None:
             return CLOSED
         waiting = self._queued_bytes
         if (waiting and waiting + size > max_bytes) or len(self._jobs) >= max_frames:
             return FULL
+        try:
+            self.enqueue(kind, payload, size)
+        except NotOpen:
+            return CLOSED
         return OFFERED
 
     def offer(
         self, frame: bytes, is_text: bool, size: int, max_frames: int, max_bytes: int
     ) -> int:
         """Hand on a broadcast frame without waiting: written now when nothing
-        else is being written and the socket takes it, queued for the writer
-        task otherwise (see :meth:`room` for the limits and the result). The
-        hub's inner loop, so the common case is all inline."""
+        else is being written and the socket takes it, else queued for the
+        writer task within the limits (see :meth:`queue_within`, which also
+        says what the result means). The hub's inner loop: the common case
+        is all inline."""
+        if self._busy or self._jobs or self._fd < 0 or self.fragmenting:
+            return self.queue_within(Kind.FRAME, (frame, is_text), size, max_frames, max_bytes)
         if self.closing or self.broken is not None:
             return CLOSED
-        if self._busy or self._jobs or self._fd < 0 or self.fragmenting:
-            waiting = self._queued_bytes
-            if (waiting and waiting + size > max_bytes) or len(self._jobs) >= max_frames:
-                return FULL
-            try:
-                self.enqueue(Kind.FRAME, (frame, is_text), size)
-            except NotOpen:
-                return CLOSED
-            return OFFERED
         try:
             sent = os.write(self._fd, frame)
         except BlockingIOError:
