@@ -19,7 +19,6 @@ import json
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -45,6 +44,18 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
     ),
     "websockets.trio, compression off": ("websockets", None),
     "websockets.trio, compression='deflate' (default)": ("websockets", {}),
+    "websockets asyncio, compression off": ("websockets_asyncio", None),
+    "websockets asyncio, compression='deflate' (default)": ("websockets_asyncio", {}),
+}
+
+#: The peer (in the other process) of an asyncio configuration: the trio
+#: configuration of the same library and settings, which offers or accepts
+#: exactly the same.
+ASYNCIO_PEERS = {
+    "websockets asyncio, compression off": "websockets.trio, compression off",
+    "websockets asyncio, compression='deflate' (default)": (
+        "websockets.trio, compression='deflate' (default)"
+    ),
 }
 
 
@@ -170,6 +181,83 @@ async def measure_client_side(name: str, count: int) -> float:
     return grown / count
 
 
+# -- websockets asyncio, measured in an asyncio event loop ----------------------------
+
+
+async def _asyncio_server_side(name: str, count: int) -> float:
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    compression = None if CONFIGURATIONS[name][1] is None else "deflate"
+    loop = asyncio.get_running_loop()
+    peer_name = ASYNCIO_PEERS[name]
+    async with serve(echo, "127.0.0.1", 0, compression=compression) as server:
+        port = str(next(iter(server.sockets)).getsockname()[1])
+        warm_up = _peer(["--peer-clients", peer_name, port, "2"])
+        await loop.run_in_executor(None, warm_up.stdout.readline)  # type: ignore[union-attr]
+        await loop.run_in_executor(None, warm_up.communicate, "")
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        peer = _peer(["--peer-clients", peer_name, port, str(count)])
+        assert peer.stdout is not None
+        ready = await loop.run_in_executor(None, peer.stdout.readline)
+        assert ready.strip() == "ready", ready
+        await asyncio.sleep(0.3)
+        grown = _grown(before)
+        await loop.run_in_executor(None, peer.communicate, "")
+    return grown / count
+
+
+async def _asyncio_client_side(name: str, count: int) -> float:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    compression = None if CONFIGURATIONS[name][1] is None else "deflate"
+    loop = asyncio.get_running_loop()
+    peer = _peer(["--peer-server", ASYNCIO_PEERS[name]])
+    assert peer.stdout is not None
+    url = f"ws://127.0.0.1:{int(await loop.run_in_executor(None, peer.stdout.readline))}/"
+
+    async def open_clients(n: int) -> list[Any]:
+        clients = []
+        for _ in range(n):
+            ws = await connect(url, compression=compression)
+            await ws.send(MESSAGE)
+            await ws.recv()
+            clients.append(ws)
+        return clients
+
+    try:
+        warm = await open_clients(2)
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        clients = await open_clients(count)
+        await asyncio.sleep(0.3)
+        grown = _grown(before)
+        for ws in [*warm, *clients]:
+            await ws.close()
+    finally:
+        await loop.run_in_executor(None, peer.communicate, "")
+    return grown / count
+
+
+def _measure(name: str, side: str, count: int) -> float:
+    """KiB per connection on ``side`` for configuration ``name``."""
+    if CONFIGURATIONS[name][0] == "websockets_asyncio":
+        import asyncio
+
+        run = _asyncio_server_side if side == "server" else _asyncio_client_side
+        return asyncio.run(run(name, count)) / 1024
+    trio_side = measure_server_side if side == "server" else measure_client_side
+    return trio.run(trio_side, name, count) / 1024
+
+
 async def _peer_server(name: str) -> None:
     library, settings = CONFIGURATIONS[name]
     async with trio.open_nursery() as nursery:
@@ -208,15 +296,10 @@ def main() -> None:
         for name in CONFIGURATIONS
         if not args.only or any(part in name for part in args.only.split(","))
     ]
-    results = {}
-    for name in names:
-        sides: dict[str, Callable[[str, int], Any]] = {
-            "server": measure_server_side,
-            "client": measure_client_side,
-        }
-        results[name] = {
-            side: trio.run(run, name, args.connections) / 1024 for side, run in sides.items()
-        }
+    results = {
+        name: {side: _measure(name, side, args.connections) for side in ("server", "client")}
+        for name in names
+    }
     if args.json:
         print(json.dumps(results, indent=2))
         return
