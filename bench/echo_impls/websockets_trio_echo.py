@@ -13,22 +13,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
-from control import Payload
-from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
-from websockets.trio.server import ServerConnection
 from websockets.trio.server import serve as ws_serve
 
+from ._websockets_api import echo, handler
 
-async def _handler(ws: ServerConnection) -> None:
-    async for message in ws:
-        await ws.send(message)
+__all__ = ["connect", "echo", "serve"]
 
 
 @asynccontextmanager
 async def serve() -> AsyncIterator[int]:
     async with trio.open_nursery() as nursery:
-        start = functools.partial(ws_serve, _handler, 0, host="127.0.0.1", compression=None)
+        start = functools.partial(ws_serve, handler, 0, host="127.0.0.1", compression=None)
         server = await nursery.start(start)
         yield server.listeners[0].socket.getsockname()[1]
         nursery.cancel_scope.cancel()
@@ -36,11 +32,3 @@ async def serve() -> AsyncIterator[int]:
 
 def connect(url: str) -> ws_connect:
     return ws_connect(url, compression=None, proxy=None)
-
-
-async def echo(ws: ClientConnection, message: Payload, count: int) -> Payload:
-    reply: Payload = message
-    for _ in range(count):
-        await ws.send(message)
-        reply = await ws.recv()
-    return reply
