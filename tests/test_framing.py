@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import deque
 from typing import Any
 
 import pytest
@@ -16,7 +17,14 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import Buffer
 
 import trio_ws
-from trio_ws._framing import SMALL, FrameBuffer, frame_data, install_buffer, whole_messages
+from trio_ws._framing import (
+    SMALL,
+    FrameBuffer,
+    frame_data,
+    install_buffer,
+    slim_event_queue,
+    whole_messages,
+)
 from trio_ws._protocol import CloseReceived, PingReceived, Protocol
 
 SIZES = [0, 1, 125, 126, 127, SMALL - 1, SMALL, 65535, 65536, 65537, 200_003]
@@ -314,3 +322,21 @@ async def test_frame_size_none_sends_one_frame(nursery: trio.Nursery) -> None:
     await raw.aclose()
     with pytest.raises(ValueError, match="frame_size"):
         trio_ws.Options(frame_size=0)
+
+
+def test_slim_event_queue_still_reports_a_lost_stream() -> None:
+    """The list that replaces wsproto's event deque does what wsproto asks of
+    it, should anything ever call receive_data(None)."""
+    connection = Connection(ConnectionType.SERVER)
+    slim_event_queue(connection)
+    assert type(connection._events) is not deque  # type: ignore[attr-defined]
+    connection.receive_data(None)
+    events = list(connection.events())
+    assert len(events) == 1
+    assert isinstance(events[0], CloseConnection)
+    assert events[0].code == 1006
+    # Left alone when it is not the empty deque expected.
+    other = Connection(ConnectionType.SERVER)
+    other._events = ["something"]  # type: ignore[attr-defined]
+    slim_event_queue(other)
+    assert other._events == ["something"]  # type: ignore[attr-defined]

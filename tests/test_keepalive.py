@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import Any
 
@@ -12,6 +13,7 @@ from conftest import Firehose, Pair, Recorder, start_server, url_of
 from rawpeer import RawClient
 
 import trio_ws
+from trio_ws._keepalive import Keepalive, Ping, Step
 
 FAST = {"ping_interval": 1, "ping_timeout": 1, "close_timeout": 1}
 
@@ -133,3 +135,128 @@ async def test_keepalive_survives_a_long_idle_connection(
         assert not ws.closed
         await ws.send("still alive")
         assert await ws.receive() == "still alive"
+
+
+# -- the schedule (pure bookkeeping) -------------------------------------------
+
+
+def test_schedule_pings_after_the_interval_and_times_out_after_the_timeout() -> None:
+    keepalive = Keepalive(interval=10, timeout=5, now=100)
+    assert keepalive.deadline == 110
+    assert keepalive.tick(110, paused=False, resumed_at=-math.inf) is Step.PING
+    ping = Ping(110)
+    keepalive.sent(ping)
+    assert keepalive.deadline == 115
+    assert keepalive.tick(115, paused=False, resumed_at=-math.inf) is Step.TIMEOUT
+
+
+def test_schedule_next_ping_an_interval_after_the_pong() -> None:
+    keepalive = Keepalive(interval=10, timeout=5, now=0)
+    ping = Ping(10)
+    keepalive.sent(ping)
+    ping.rtt = 2  # answered at 12
+    assert keepalive.tick(15, paused=False, resumed_at=-math.inf) is Step.WAIT
+    assert keepalive.deadline == 22
+    assert keepalive.ping is None
+    assert keepalive.tick(22, paused=False, resumed_at=-math.inf) is Step.PING
+
+
+def test_schedule_pings_at_once_when_the_next_ping_is_already_due() -> None:
+    keepalive = Keepalive(interval=1, timeout=5, now=0)
+    ping = Ping(1)
+    keepalive.sent(ping)
+    ping.rtt = 0.1
+    assert keepalive.tick(6, paused=False, resumed_at=-math.inf) is Step.PING
+
+
+def test_schedule_does_not_count_time_with_reading_paused() -> None:
+    keepalive = Keepalive(interval=10, timeout=5, now=0)
+    keepalive.sent(Ping(10))
+    # Our reading is paused at the deadline: look again a timeout later.
+    assert keepalive.tick(15, paused=True, resumed_at=-math.inf) is Step.WAIT
+    assert keepalive.deadline == 20
+    # Reading resumed at 18: the peer gets a full timeout from then.
+    assert keepalive.tick(20, paused=False, resumed_at=18) is Step.WAIT
+    assert keepalive.deadline == 23
+    assert keepalive.tick(23, paused=False, resumed_at=18) is Step.TIMEOUT
+
+
+# -- tasks: keepalive costs an idle connection no task of its own ------------------
+
+
+async def test_idle_connection_has_one_background_task(pair_factory: Any) -> None:
+    pair: Pair = await pair_factory()
+    # The server's connection: its background task (reading while the handler
+    # does not, and keepalive). The client of start_connection: none beside
+    # the task that owns its nursery, which does that work itself.
+    assert pair.server._nursery is not None
+    assert pair.client._nursery is not None
+    assert len(pair.server._nursery.child_tasks) == 1
+    assert len(pair.client._nursery.child_tasks) == 0
+    # Pongs are written by a writer task started on demand, which ends when
+    # done; the scopes of ended tasks are not kept.
+    for _ in range(50):
+        await pair.client.ping()
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(pair.server._nursery.child_tasks) == 1
+    assert len(pair.server._task_scopes) == 1
+    assert pair.client.latency is not None
+
+
+async def test_connect_block_has_one_background_task(echo_server: trio_ws.Server) -> None:
+    async with trio_ws.connect(url_of(echo_server)) as ws:
+        await ws.send("hi")
+        assert await ws.receive() == "hi"
+        assert ws._nursery is not None
+        assert len(ws._nursery.child_tasks) == 1
+
+
+async def test_keepalive_over_tls(
+    nursery: trio.Nursery, tls: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    """On TLS, keepalive runs in a task of its own (a TLS read must not be
+    interrupted): it measures latency, keeps the connection, and its task
+    ends with the connection."""
+    recorder = Recorder()
+    server = await start_server(nursery, recorder, ssl_context=tls.server_context, **FAST)
+    url = f"wss://127.0.0.1:{server.port}/"
+    async with trio_ws.connect(url, ssl_context=tls.client_context, **FAST) as ws:
+        await trio.sleep(10)
+        assert ws.latency is not None
+        assert (await recorder.connection()).latency is not None
+        assert ws._nursery is not None
+        # reader, writer (permanent on TLS) and keepalive
+        assert len(ws._nursery.child_tasks) == 3
+        await ws.send("still alive")
+    info = await recorder.closed()
+    assert info.code == 1000
+
+
+def test_schedule_without_a_timeout_goes_on_pinging() -> None:
+    keepalive = Keepalive(interval=10, timeout=math.inf, now=0)
+    assert keepalive.tick(10, paused=False, resumed_at=-math.inf) is Step.PING
+    ping = Ping(10)
+    keepalive.sent(ping)
+    assert keepalive.deadline == 20  # look for the pong an interval later
+    assert keepalive.tick(20, paused=False, resumed_at=-math.inf) is Step.WAIT
+    assert keepalive.deadline == 30
+    ping.rtt = 11  # answered at 21
+    assert keepalive.tick(30, paused=False, resumed_at=-math.inf) is Step.WAIT
+    assert keepalive.deadline == 31
+    assert keepalive.tick(31, paused=False, resumed_at=-math.inf) is Step.PING
+
+
+async def test_keepalive_without_timeout_keeps_measuring(
+    pair_factory: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    pair: Pair = await pair_factory(
+        ping_interval=1, ping_timeout=None, server_options={"ping_interval": None}
+    )
+    await trio.sleep(1.5)
+    assert pair.client.latency is not None
+    before = pair.client.stats().traffic.bytes_out
+    await trio.sleep(10)
+    # A client's ping with a 4-byte payload is 10 bytes on the wire.
+    pings = (pair.client.stats().traffic.bytes_out - before) // 10
+    assert 5 <= pings <= 11  # one every interval or two (the pong is looked for an interval on)
+    assert not pair.client.closed

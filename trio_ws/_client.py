@@ -15,7 +15,7 @@ from ._connection import WebSocket
 from ._errors import HandshakeTimeout
 from ._http import HeadersLike
 from ._options import Options
-from ._owner import OwnedNursery, close_for_exit
+from ._owner import OwnedNursery, close_for_exit, exit_close_frame
 from ._url import parse_url
 
 __all__ = ["connect", "start_connection"]
@@ -122,16 +122,35 @@ async def _run_client(
 ) -> None:
     ws = await _open(url, subprotocols, headers, ssl_context, options)
     async with trio.open_nursery() as nursery:
-        ws._start_background(nursery)
+        if not ws._reader.direct:
+            # TLS: the connection's tasks are shielded; this one waits.
+            ws._start_background(nursery)
+            task_status.started(ws)
+            error: BaseException | None = None
+            try:
+                await ws._wait_closed()
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                await close_for_exit(ws, error)
+            return
+        ws._adopt(nursery)
         task_status.started(ws)
-        error: BaseException | None = None
+        # On a plain socket this task, which owns the connection's nursery,
+        # does the background work itself (one task fewer per connection):
+        # unshielded, since a cancelled socket read loses nothing, until the
+        # caller's nursery is cancelled; then shielded while it closes.
         try:
-            await ws._closed.wait()
+            await ws._background(shield=False)
         except BaseException as exc:
-            error = exc
+            code, reason, cause = exit_close_frame(exc)
+            with trio.CancelScope(shield=True):
+                ws._start_closing(code, reason, "local", cause)
+                await ws._background()  # reads the peer's reply
+                await close_for_exit(ws, exc)
             raise
-        finally:
-            await close_for_exit(ws, error)
+        await close_for_exit(ws, None)
 
 
 async def start_connection(

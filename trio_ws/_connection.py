@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal
@@ -14,6 +15,7 @@ import trio
 from ._close import CloseCode, CloseInfo, check_close_code, check_close_reason
 from ._errors import ConnectionClosed
 from ._http import Request, Response
+from ._keepalive import Keepalive, Ping, Step
 from ._message_stream import MessageStream
 from ._options import Options
 from ._protocol import (
@@ -79,17 +81,19 @@ class WebSocket(trio.abc.Channel[Message]):
         "_close_deadline",
         "_close_frame",
         "_close_info",
-        "_close_settled",
         "_closed",
+        "_closed_event",
         "_closing",
         "_deferred",
         "_frame_key",
-        "_keepalive_scope",
+        "_keepalive",
         "_nursery",
         "_options",
         "_pings",
         "_protocol",
         "_reader",
+        "_settled",
+        "_settled_event",
         "_stream",
         "_stream_lot",
         "_stream_sender",
@@ -128,23 +132,31 @@ class WebSocket(trio.abc.Channel[Message]):
         #: The negotiated subprotocol, or None.
         self.subprotocol = subprotocol
         self._nursery: trio.Nursery | None = None
-        self._deferred: list[Callable[[], Awaitable[None]]] = []
+        self._deferred: list[Callable[[], Awaitable[None]]] = []  # tasks to start
         self._writer = Writer(stream, protocol, self._on_broken, self._spawn, options.frame_size)
         self._reader = Reader(stream, protocol, options.max_queue, self._on_event, self._on_eof)
-        # The shielded scopes of the background tasks, cancelled by _finish().
+        # The scopes of the background tasks, cancelled by _finish().
         self._task_scopes: list[trio.CancelScope] = []
-        self._keepalive_scope: trio.CancelScope | None = None
+        self._keepalive = (
+            None
+            if options.ping_interval is None
+            else Keepalive(options.ping_interval, options.ping_seconds, trio.current_time())
+        )
         self._close_info: CloseInfo | None = None
         # The close frame to send, once closing has started.
         self._close_frame: tuple[int, str] | None = None
-        self._closing = trio.Event()  # closing has started (either side)
-        self._close_settled = trio.Event()  # the closing handshake needs nothing more
-        self._closed = trio.Event()  # the stream is closed, background tasks ending
+        # Flags, with events made only for those who wait (an idle connection
+        # holds none: each costs about 280 bytes).
+        self._closing = False  # closing has started (either side)
+        self._settled = False  # the closing handshake needs nothing more
+        self._settled_event: trio.Event | None = None
+        self._closed = False  # the stream is closed, background tasks ending
+        self._closed_event: trio.Event | None = None
         self._close_deadline = 0.0
         self._awaiting_reply = False  # we sent the first close frame
-        self._pings: dict[bytes, _Ping] = {}
+        self._pings: dict[bytes, Ping] = {}
         self._stream_sender: trio.lowlevel.Task | None = None  # see send_stream()
-        self._stream_lot = trio.lowlevel.ParkingLot()
+        self._stream_lot: trio.lowlevel.ParkingLot | None = None  # made when needed
         #: The round-trip time of the last answered ping (keepalive or
         #: :meth:`ping`), in seconds; None until one is answered.
         self.latency: float | None = None
@@ -208,7 +220,7 @@ class WebSocket(trio.abc.Channel[Message]):
     @property
     def close_info(self) -> CloseInfo | None:
         """How the connection ended (None while it is open or closing)."""
-        return self._close_info if self._closed.is_set() else None
+        return self._close_info if self._closed else None
 
     @property
     def close_code(self) -> int | None:
@@ -226,16 +238,16 @@ class WebSocket(trio.abc.Channel[Message]):
     def closing(self) -> bool:
         """True once the connection is closing or closed: no more messages can
         be sent, and none will arrive beyond those already buffered."""
-        return self._closing.is_set()
+        return self._closing
 
     @property
     def closed(self) -> bool:
         """True once the connection is closed (closing handshake over, stream closed)."""
-        return self._closed.is_set()
+        return self._closed
 
     def __repr__(self) -> str:
         side = "client" if self._client else "server"
-        state = "closed" if self.closed else "closing" if self._closing.is_set() else "open"
+        state = "closed" if self.closed else "closing" if self._closing else "open"
         return f"<WebSocket #{self.id} {side} {self.request.target!r} {state}>"
 
     # -- messages --------------------------------------------------------------
@@ -292,6 +304,8 @@ class WebSocket(trio.abc.Channel[Message]):
         connection is closed with 1011 and the exception propagates.
         """
         while self._stream_sender is not None:
+            if self._stream_lot is None:
+                self._stream_lot = trio.lowlevel.ParkingLot()
             await self._stream_lot.park()
         self._stream_sender = trio.lowlevel.current_task()
         self._writer.begin_stream()
@@ -306,7 +320,7 @@ class WebSocket(trio.abc.Channel[Message]):
             self._writer.end_stream()
             raise await self._closed_error() from None
         except BaseException:
-            if self._writer.end_stream() and not self._closing.is_set():
+            if self._writer.end_stream() and not self._closing:
                 self._start_closing(
                     CloseCode.INTERNAL_ERROR,
                     "message interrupted",
@@ -317,7 +331,8 @@ class WebSocket(trio.abc.Channel[Message]):
             raise
         finally:
             self._stream_sender = None
-            self._stream_lot.unpark()
+            if self._stream_lot is not None:
+                self._stream_lot.unpark()
 
     async def receive(self) -> Message:
         """Receive the next message: ``str`` for text, ``bytes`` for binary.
@@ -359,12 +374,17 @@ class WebSocket(trio.abc.Channel[Message]):
         return self
 
     async def __anext__(self) -> Message:
+        # receive(), written out: one coroutine frame fewer on the stack an
+        # idle connection waits in.
         try:
-            return await self.receive()
-        except ConnectionClosed as exc:
-            if exc.info.ok:
+            message = await self._reader.receive()
+        except NotOpen:
+            error = await self._closed_error()
+            if error.info.ok:
                 raise StopAsyncIteration from None
-            raise
+            raise error from None
+        self._writer.turn_taken = trio.lowlevel.current_task()
+        return message
 
     # -- ping ----------------------------------------------------------------
 
@@ -386,7 +406,7 @@ class WebSocket(trio.abc.Channel[Message]):
                 payload = os.urandom(4)
         elif payload in self._pings:
             raise ValueError(f"a ping with payload {payload!r} is already waiting for its pong")
-        ping = _Ping(trio.current_time())
+        ping = Ping(trio.current_time(), trio.Event())
         self._pings[payload] = ping
         try:
             try:
@@ -394,12 +414,11 @@ class WebSocket(trio.abc.Channel[Message]):
             except NotOpen:
                 raise await self._closed_error() from None
             self._reader.read_now()
-            await ping.answered.wait()
+            await ping.answered.wait()  # type: ignore[union-attr]
         finally:
             self._pings.pop(payload, None)
         if ping.rtt is None:
             raise await self._closed_error()
-        self.latency = ping.rtt
         return ping.rtt
 
     def _on_pong(self, payload: bytes) -> None:
@@ -409,8 +428,10 @@ class WebSocket(trio.abc.Channel[Message]):
         for key in list(self._pings):
             ping = self._pings.pop(key)
             ping.rtt = now - ping.sent_at
-            ping.answered.set()
+            if ping.answered is not None:
+                ping.answered.set()
             if key == payload:
+                self.latency = ping.rtt
                 break
 
     # -- closing ---------------------------------------------------------------
@@ -436,7 +457,7 @@ class WebSocket(trio.abc.Channel[Message]):
         """aclose(), with the library's explanation (``cause``) kept in close_info."""
         self._start_closing(code, reason, "local", cause)
         try:
-            await self._closed.wait()
+            await self._wait_closed()
         except BaseException:
             await self._abort("close cancelled: connection aborted")
             raise
@@ -444,9 +465,17 @@ class WebSocket(trio.abc.Channel[Message]):
     async def wait_closed(self) -> CloseInfo:
         """Wait until the connection is closed; return how it ended.
         Cancellation: safe (the connection is unaffected)."""
-        await self._closed.wait()
+        await self._wait_closed()
         assert self._close_info is not None
         return self._close_info
+
+    async def _wait_closed(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed_event is None:
+            self._closed_event = trio.Event()
+        await self._closed_event.wait()
 
     def _start_closing(
         self,
@@ -461,7 +490,7 @@ class WebSocket(trio.abc.Channel[Message]):
         """Start the closing handshake (once). ``failure``: the library fails
         the connection (protocol error, message too big, keepalive timeout);
         its own code then stays in close_info whatever the peer replies."""
-        if self._closing.is_set():
+        if self._closing:
             return
         self._close_deadline = trio.current_time() + self._options.close_seconds
         self._close_info = CloseInfo(code, reason, initiator, cause)
@@ -469,12 +498,11 @@ class WebSocket(trio.abc.Channel[Message]):
         self._awaiting_reply = initiator == "local" and send_frame and not failure
         if send_frame:
             self._close_frame = (code, reason)
-        self._closing.set()
+        self._closing = True
         self._writer.closing = True
-        if self._keepalive_scope is not None:
-            self._keepalive_scope.cancel()
         self._reader.end()
         self._reader.hurry()
+        self._spawn(self._close_sequence)
 
     def _on_event(self, item: Incoming) -> None:
         kind = type(item)
@@ -490,22 +518,28 @@ class WebSocket(trio.abc.Channel[Message]):
                 assert self._close_info is not None
                 cause = self._close_info.cause
                 self._close_info = CloseInfo(item.code, item.reason, "local", cause)
-            elif not self._closing.is_set():
+            elif not self._closing:
                 self._start_closing(item.code, item.reason, "peer")
-            self._close_settled.set()
+            self._settle()
         elif kind is Failure:
             assert isinstance(item, Failure)
             self._start_closing(item.code, item.reason, "local", item.cause, failure=True)
             if not item.parser_usable:
-                self._close_settled.set()
+                self._settle()
 
     def _on_eof(self, error: BaseException | None) -> None:
-        if not self._closing.is_set():
+        if not self._closing:
             cause = "connection lost without a close frame"
             if error is not None:
                 cause += f" ({error.__class__.__name__}: {error})"
             self._start_closing(CloseCode.ABNORMAL_CLOSURE, "", "peer", cause, send_frame=False)
-        self._close_settled.set()
+        self._settle()
+
+    def _settle(self) -> None:
+        """The closing handshake needs nothing more from the peer."""
+        self._settled = True
+        if self._settled_event is not None:
+            self._settled_event.set()
 
     def _on_broken(self, error: BaseException) -> None:
         self._on_eof(error)
@@ -539,31 +573,34 @@ class WebSocket(trio.abc.Channel[Message]):
         """The exception for an operation on a closing or closed connection,
         once the close is settled (at most ``close_timeout`` away; the wait
         can be cancelled like any other)."""
-        await self._closed.wait()
+        await self._wait_closed()
         assert self._close_info is not None
         return ConnectionClosed(self._close_info)
 
     async def _abort(self, cause: str) -> None:
         """Close the stream now, without a closing handshake."""
-        if self._closed.is_set():
+        if self._closed:
             return
         info = self._close_info
         if info is None or self._awaiting_reply:
             initiator = info.initiator if info else "local"
             self._close_info = CloseInfo(CloseCode.ABNORMAL_CLOSURE, "", initiator, cause)
         self._awaiting_reply = False
-        self._closing.set()
+        self._closing = True
         self._finish()
         await trio.aclose_forcefully(self._stream)
 
     def _finish(self) -> None:
-        if self._closed.is_set():
+        if self._closed:
             return
         self._reader.end()
         self._writer.fail_all(NotOpen())
-        self._closed.set()
+        self._closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
         for ping in self._pings.values():
-            ping.answered.set()
+            if ping.answered is not None:
+                ping.answered.set()
         for scope in self._task_scopes:
             scope.cancel()
         info = self._close_info
@@ -573,20 +610,28 @@ class WebSocket(trio.abc.Channel[Message]):
     # -- background tasks ----------------------------------------------------
 
     def _start_background(self, nursery: trio.Nursery) -> None:
-        """Start the connection's tasks in ``nursery``, the connection's own:
-        the reader and the housekeeper (keepalive, then the closing
-        handshake); the writer task is started when a write has to wait (on
-        TLS, now, for good).
+        """Start the connection's work in ``nursery``, the connection's own:
+        the background task (reading while no ``receive()`` does, and
+        keepalive); the closing handshake and the writer task are started
+        when needed (on TLS the writer now, for good).
 
-        Each runs in a shielded cancel scope, so a cancelled owner can still
-        close the connection cleanly; the connection itself ends them, within
-        ``close_timeout`` of the close starting.
+        Each task runs in a shielded cancel scope, so a cancelled owner can
+        still close the connection cleanly; the connection itself ends them,
+        within ``close_timeout`` of the close starting.
         """
+        self._adopt(nursery)
+        nursery.start_soon(self._background)
+
+    def _adopt(self, nursery: trio.Nursery) -> None:
+        """Make ``nursery`` the one that runs the connection's tasks (the
+        caller runs :meth:`_background` itself, or has it started)."""
         self._nursery = nursery
-        for task in (self._reader.run, self._housekeeper, *self._deferred):
+        for task in self._deferred:
             nursery.start_soon(self._guard, task)
         self._deferred.clear()
         self._writer.start()
+        if self._keepalive is not None and not self._reader.direct:
+            self._spawn(self._keepalive_loop)
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
         """Start one more of the connection's tasks (see _start_background)."""
@@ -595,56 +640,85 @@ class WebSocket(trio.abc.Channel[Message]):
         else:
             self._nursery.start_soon(self._guard, task)
 
-    async def _guard(self, task: Any) -> None:
+    async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
         with trio.CancelScope(shield=True) as scope:
-            self._task_scopes.append(scope)
-            if self._closed.is_set():
-                scope.cancel()
-            try:
-                await task()
-            except Exception:
-                self._log.exception("internal error; aborting the connection")
-                await self._abort("internal error")
+            await self._run_guarded(task, scope)
 
-    async def _housekeeper(self) -> None:
-        """Keepalive until the closing starts, then the closing handshake."""
-        if self._options.ping_interval is not None:
-            with trio.CancelScope() as self._keepalive_scope:
-                await self._keepalive()
-        await self._closing.wait()
-        await self._close_sequence()
+    async def _run_guarded(
+        self, task: Callable[[], Awaitable[None]], scope: trio.CancelScope
+    ) -> None:
+        """Run ``task`` in ``scope``, which _finish() cancels; an internal
+        error aborts the connection."""
+        self._task_scopes.append(scope)
+        if self._closed:
+            scope.cancel()
+        try:
+            await task()
+        except Exception:
+            self._log.exception("internal error; aborting the connection")
+            await self._abort("internal error")
+        finally:
+            self._task_scopes.remove(scope)
 
-    async def _keepalive(self) -> None:
-        """Ping every ``ping_interval``; fail the connection with 1011 when a
-        pong (or the ping's own write) takes longer than ``ping_timeout``."""
-        assert self._options.ping_interval is not None
-        timeout = self._options.ping_seconds
-        while not self._closing.is_set():
-            await trio.sleep(self._options.ping_interval)
-            if not await self._keepalive_ping(timeout):
-                self._start_closing(
-                    CloseCode.INTERNAL_ERROR,
-                    "keepalive timeout",
-                    "local",
-                    f"keepalive timeout: no pong within {timeout:g} s",
-                    failure=True,
-                )
-                return
+    async def _background(self, *, shield: bool = True) -> None:
+        """The connection's one permanent task: reading while no
+        ``receive()`` does (see Reader.run), and keepalive, whose deadline
+        is this task's cancel scope's: when it passes, the reading is
+        interrupted (which loses nothing), keepalive acts, and reading goes
+        on. Returns at end-of-file or once the connection is closed.
 
-    async def _keepalive_ping(self, limit: float) -> bool:
-        """One keepalive ping: False when it timed out. Time spent with reading
-        paused (the application's queue is full) does not count: the peer's
-        pong may be waiting behind messages we chose not to read yet."""
+        ``shield=False``: the task that owns the connection's nursery runs
+        this itself (client connections started by start_connection), and
+        handles its own cancellation.
+        """
+        # Only socket reads are interrupted for keepalive: see _keepalive_loop.
+        keepalive = self._keepalive if self._reader.direct else None
         while True:
-            with trio.move_on_after(limit):
-                try:
-                    await self.ping()
-                except ConnectionClosed:
-                    pass  # closing anyway: nothing for keepalive to do
-                return True
-            if not self._reader.paused:
-                return False
-            await self._reader.wait_unpaused()
+            active = keepalive is not None and not self._closing
+            deadline = keepalive.deadline if active else math.inf  # type: ignore[union-attr]
+            with trio.CancelScope(shield=shield, deadline=deadline) as scope:
+                await self._run_guarded(self._reader.run, scope)
+            if self._closed or not scope.cancelled_caught:
+                return
+            if keepalive is not None and not self._closing:
+                self._keepalive_tick(keepalive)
+
+    async def _keepalive_loop(self) -> None:
+        """Keepalive in a task of its own, for streams other than plain
+        sockets: Trio's TLS stream breaks if a read is cancelled during a
+        renegotiation, so there the background task's reads are never
+        interrupted. (TLS connections also keep a writer task; one more task
+        adds little to what TLS itself holds per connection.)"""
+        keepalive = self._keepalive
+        assert keepalive is not None
+        while not self._closing:
+            await trio.sleep_until(keepalive.deadline)
+            if not self._closing:
+                self._keepalive_tick(keepalive)
+
+    def _keepalive_tick(self, keepalive: Keepalive) -> None:
+        """The keepalive deadline passed: ping, wait on, or fail the
+        connection with 1011 when a pong (or the ping's own write, queued
+        before it) took longer than ``ping_timeout``."""
+        reader = self._reader
+        step = keepalive.tick(trio.current_time(), reader.paused, reader.resumed_at)
+        if step is Step.PING:
+            payload = os.urandom(4)
+            while payload in self._pings:  # pragma: no cover - 1 in 4 billion
+                payload = os.urandom(4)
+            ping = Ping(trio.current_time())
+            self._pings[payload] = ping
+            keepalive.sent(ping)
+            self._writer.post(Kind.PING, payload)
+            reader.read_now()
+        elif step is Step.TIMEOUT:
+            self._start_closing(
+                CloseCode.INTERNAL_ERROR,
+                "keepalive timeout",
+                "local",
+                f"keepalive timeout: no pong within {keepalive.timeout:g} s",
+                failure=True,
+            )
 
     async def _close_sequence(self) -> None:
         """Send our close frame, wait for the peer's, shut TCP down; abort when
@@ -655,7 +729,9 @@ class WebSocket(trio.abc.Channel[Message]):
                     await self._writer.send(Kind.CLOSE, self._close_frame)
                 except NotOpen:
                     pass
-            await self._close_settled.wait()
+            if not self._settled:
+                self._settled_event = trio.Event()
+                await self._settled_event.wait()
             # The closing handshake is over: shut TCP down. The server closes
             # first (RFC 6455 7.1.1); the client waits for it.
             if not self._client and isinstance(self._stream, trio.abc.HalfCloseableStream):
@@ -664,7 +740,7 @@ class WebSocket(trio.abc.Channel[Message]):
                 except STREAM_ERRORS:
                     pass
             if self._client or isinstance(self._stream, trio.abc.HalfCloseableStream):
-                await self._reader.eof_event.wait()
+                await self._reader.wait_eof()
             try:
                 await self._stream.aclose()
             except STREAM_ERRORS:
@@ -692,12 +768,3 @@ async def _as_async(
         for item in items:
             yield item
             await trio.lowlevel.checkpoint_if_cancelled()
-
-
-class _Ping:
-    __slots__ = ("answered", "rtt", "sent_at")
-
-    def __init__(self, sent_at: float) -> None:
-        self.sent_at = sent_at
-        self.rtt: float | None = None
-        self.answered = trio.Event()

@@ -22,13 +22,15 @@ times, and those are the two this module takes over:
   and gives every verdict on it.
 
 All give byte for byte the results of wsproto's own code (the tests compare
-them), only with fewer copies and less work.
+them), only with fewer copies and less work. One more adjustment is for
+memory: :func:`slim_event_queue`.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +46,7 @@ __all__ = [
     "frame_data",
     "header",
     "install_buffer",
+    "slim_event_queue",
     "whole_messages",
 ]
 
@@ -199,6 +202,25 @@ def install_buffer(connection: Connection) -> FrameBuffer | None:
     return buffer
 
 
+class _EventQueue(list):  # type: ignore[type-arg]
+    """The little of a deque that wsproto's event queue uses."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def slim_event_queue(connection: Connection) -> None:
+    """Replace the empty deque in which wsproto's ``connection`` queues the one
+    event it makes without parsing (a close when ``receive_data(None)``
+    reports a lost stream, which we never call) with a list: an empty deque
+    takes 760 bytes, about a twentieth of an idle connection."""
+    events = getattr(connection, "_events", None)
+    if type(events) is deque and not events:
+        connection._events = _EventQueue()  # type: ignore[assignment]
+
+
 def between_messages(connection: Connection, buffer: FrameBuffer) -> Callable[[], bool] | None:
     """A check that wsproto's parser of ``connection`` is between two messages
     with nothing buffered (where :func:`whole_messages` may read frames in
@@ -212,15 +234,29 @@ def between_messages(connection: Connection, buffer: FrameBuffer) -> Callable[[]
     ):
         return None
 
-    def check() -> bool:
-        return (
-            frames.header is None  # type: ignore[union-attr]
-            and messages.opcode is None  # type: ignore[union-attr]
-            and not len(buffer)
-            and frames.buffer is buffer  # type: ignore[union-attr]
-        )
+    return _BetweenMessages(frames, messages, buffer)
 
-    return check
+
+class _BetweenMessages:
+    """The check :func:`between_messages` returns (an object with three slots
+    rather than a closure: a third of the memory, kept per connection)."""
+
+    __slots__ = ("_buffer", "_frames", "_messages")
+
+    def __init__(self, frames: Any, messages: Any, buffer: FrameBuffer) -> None:
+        self._frames = frames
+        self._messages = messages
+        self._buffer = buffer
+
+    def __call__(self) -> bool:
+        frames = self._frames
+        buffer = self._buffer
+        return (
+            frames.header is None
+            and self._messages.opcode is None
+            and not len(buffer)
+            and frames.buffer is buffer
+        )
 
 
 def whole_messages(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union, overload
 
@@ -25,14 +26,25 @@ class Headers(Sequence[tuple[str, str]]):
     ``headers.get_all("Cookie")`` every value.
     """
 
-    __slots__ = ("_fields",)
+    # Kept flat, names and values alternating, with the names interned: each
+    # connection keeps its request's headers, and this takes about half the
+    # memory of a tuple of pairs.
+    __slots__ = ("_flat",)
 
     def __init__(self, fields: HeadersLike = ()) -> None:
         if isinstance(fields, Headers):
-            self._fields: tuple[tuple[str, str], ...] = fields._fields
+            self._flat: tuple[str, ...] = fields._flat
             return
         pairs = fields.items() if isinstance(fields, Mapping) else fields
-        self._fields = tuple((_text(name), _text(value)) for name, value in pairs)
+        flat: list[str] = []
+        for name, value in pairs:
+            flat += (sys.intern(_text(name)), _text(value))
+        self._flat = tuple(flat)
+
+    @property
+    def _fields(self) -> tuple[tuple[str, str], ...]:
+        flat = self._flat
+        return tuple(zip(flat[::2], flat[1::2], strict=True))
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -53,15 +65,17 @@ class Headers(Sequence[tuple[str, str]]):
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         wanted = name.lower()
-        for field, value in self._fields:
-            if field.lower() == wanted:
-                return value
+        flat = self._flat
+        for i in range(0, len(flat), 2):
+            if flat[i].lower() == wanted:
+                return flat[i + 1]
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
         wanted = name.lower()
-        return [value for field, value in self._fields if field.lower() == wanted]
+        flat = self._flat
+        return [flat[i + 1] for i in range(0, len(flat), 2) if flat[i].lower() == wanted]
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated tokens across every ``name`` field, stripped (for example
@@ -90,21 +104,23 @@ class Headers(Sequence[tuple[str, str]]):
         return iter(self._fields)
 
     def __len__(self) -> int:
-        return len(self._fields)
+        return len(self._flat) // 2
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
-            return self._fields == other._fields
+            return self._flat == other._flat
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self._fields)
+        return hash(self._flat)
 
     def __repr__(self) -> str:
         return f"Headers({list(self._fields)!r})"
 
     def __add__(self, other: HeadersLike) -> Headers:
-        return Headers(self._fields + Headers(other)._fields)
+        combined = Headers()
+        combined._flat = self._flat + Headers(other)._flat
+        return combined
 
 
 @attrs.frozen

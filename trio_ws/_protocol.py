@@ -26,7 +26,13 @@ from wsproto.utilities import LocalProtocolError
 from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
 from ._deflate import Deflate, DeflateExtension
-from ._framing import between_messages, frame_data, install_buffer, whole_messages
+from ._framing import (
+    between_messages,
+    frame_data,
+    install_buffer,
+    slim_event_queue,
+    whole_messages,
+)
 
 __all__ = [
     "CloseReceived",
@@ -187,6 +193,7 @@ class Protocol:
         deflate: DeflateExtension | None = None,
     ) -> None:
         self._conn = connection
+        slim_event_queue(connection)
         buffer = install_buffer(connection)
         #: The negotiated permessage-deflate extension, or None.
         self.deflate = deflate if deflate is not None and deflate.enabled() else None

@@ -17,9 +17,9 @@ cancelled TLS read can break the stream.
 from __future__ import annotations
 
 import enum
+import math
 import os
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -51,7 +51,7 @@ class Reader:
 
     __slots__ = (
         "_delay_next_read",
-        "_direct",
+        "_eof_event",
         "_fd",
         "_max_queue",
         "_messages",
@@ -66,14 +66,14 @@ class Reader:
         "_stream_owner",
         "_task_lot",
         "_task_wait",
-        "_unpaused",
         "_urgent",
         "binary_in",
         "bytes_read",
+        "direct",
         "discarded",
         "ended",
         "eof",
-        "eof_event",
+        "resumed_at",
         "text_in",
     )
 
@@ -90,18 +90,27 @@ class Reader:
         self._max_queue = max_queue
         self._on_event = on_event
         self._on_eof = on_eof
-        self._direct = isinstance(stream, trio.SocketStream)
-        # On a socket, read its descriptor directly (see _receive_direct);
-        # on Windows, through trio's socket, one wrapper layer less than the stream.
+        #: A plain socket: receivers read it themselves, and a read can be
+        #: cancelled without harm (on TLS, only outside a renegotiation).
+        self.direct = isinstance(stream, trio.SocketStream)
+        # On a socket, read its descriptor directly (see _read_once); on
+        # Windows, through trio's socket, one wrapper layer less than the stream.
         self._fd = descriptor(stream)
-        self._receive_some = (
-            stream.socket.recv if isinstance(stream, trio.SocketStream) else stream.receive_some
-        )
-        self._messages: deque[Message | Piece] = deque()
+        self._receive_some: Callable[[int], Awaitable[bytes | bytearray]] | None = None
+        if self._fd < 0:
+            self._receive_some = (
+                stream.socket.recv
+                if isinstance(stream, trio.SocketStream)
+                else stream.receive_some
+            )
+        # A list, not a deque: an empty deque costs 760 bytes, an empty list
+        # 56, and the queue is short (at most max_queue, plus one read's worth).
+        self._messages: list[Message | Piece] = []
         self._stream_owner: trio.lowlevel.Task | None = None  # see start_stream()
         self._receivers = 0  # tasks inside receive()
         self._reading = False  # someone is inside receive_some()
-        self._recv_lot = trio.lowlevel.ParkingLot()
+        # Where receivers wait for someone else's read (made when first needed).
+        self._recv_lot: trio.lowlevel.ParkingLot | None = None
         self._task_lot = trio.lowlevel.ParkingLot()
         self._task_wait = _Wait.NONE
         self._delay_next_read = False
@@ -109,9 +118,9 @@ class Reader:
         self.ended = False
         #: True once the stream reported end-of-file or an error.
         self.eof = False
-        #: Set at the same time as ``eof``.
-        self.eof_event = trio.Event()
-        self._unpaused: trio.Event | None = None  # exists while paused
+        self._eof_event: trio.Event | None = None  # made for wait_eof()
+        #: When reading last resumed after a pause (see ``paused``).
+        self.resumed_at = -math.inf
         #: True while closing: the reader task reads at once, whatever else.
         self._urgent = False
         #: Messages dropped because they arrived after the queue was ended.
@@ -124,12 +133,26 @@ class Reader:
     @property
     def paused(self) -> bool:
         """True while nothing is read because the message queue is full."""
-        return self._unpaused is not None
+        return len(self._messages) >= self._max_queue and not self.ended and not self._urgent
 
-    async def wait_unpaused(self) -> None:
-        """Wait until reading resumes (returns at once when not paused)."""
-        if self._unpaused is not None:
-            await self._unpaused.wait()
+    async def wait_eof(self) -> None:
+        """Wait until the stream reported end-of-file or an error."""
+        if self.eof:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._eof_event is None:
+            self._eof_event = trio.Event()
+        await self._eof_event.wait()
+
+    async def _park_receiver(self) -> None:
+        """Wait for whoever reads (or streams) to let this receiver go on."""
+        if self._recv_lot is None:
+            self._recv_lot = trio.lowlevel.ParkingLot()
+        await self._recv_lot.park()
+
+    def _unpark_receivers(self) -> None:
+        if self._recv_lot:
+            self._recv_lot.unpark_all()
 
     @property
     def queued(self) -> int:
@@ -152,11 +175,11 @@ class Reader:
                 blocked = True
             while not messages or self._stream_owner is not None:
                 if self._stream_owner is not None:
-                    await self._recv_lot.park()
+                    await self._park_receiver()
                     blocked = True
                 else:
                     blocked = await self._wait() or blocked
-            message = messages.popleft()
+            message = messages.pop(0)
             if not blocked:  # taken: this checkpoint cannot lose it
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
@@ -170,9 +193,9 @@ class Reader:
         there to read): the caller owes the scheduler a checkpoint."""
         if self.ended:
             raise NotOpen
-        if self._direct and not self._reading and not self._urgent:
+        if self.direct and not self._reading and not self._urgent:
             return await self._read_once()
-        await self._recv_lot.park()
+        await self._park_receiver()
         return True
 
     async def _next_queued(self) -> Message | Piece:
@@ -182,7 +205,7 @@ class Reader:
         messages = self._messages
         while not messages:
             blocked = await self._wait() or blocked
-        item = messages.popleft()
+        item = messages.pop(0)
         if not blocked:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return item
@@ -205,13 +228,13 @@ class Reader:
         self._receivers += 1
         try:
             while self._stream_owner is not None:
-                await self._recv_lot.park()
+                await self._park_receiver()
             self._stream_owner = trio.lowlevel.current_task()
             try:
                 if messages:
                     await trio.lowlevel.checkpoint()
                 if messages and type(messages[0]) is not Piece:
-                    whole = messages.popleft()
+                    whole = messages.pop(0)
                     self._end_stream()
                     return whole
                 first = self._protocol.request_stream()
@@ -219,7 +242,7 @@ class Reader:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return first
                 if messages:
-                    return messages.popleft()
+                    return messages.pop(0)
                 return await self._next_queued()
             except BaseException:
                 self._protocol.cancel_stream_request()
@@ -236,7 +259,7 @@ class Reader:
         try:
             if messages:
                 await trio.lowlevel.checkpoint()
-            piece = messages.popleft() if messages else await self._next_queued()
+            piece = messages.pop(0) if messages else await self._next_queued()
         finally:
             self._left()
         assert type(piece) is Piece
@@ -248,7 +271,7 @@ class Reader:
         """The stream's receiver left before its last piece: drop the rest."""
         messages = self._messages
         while messages and type(messages[0]) is Piece:
-            if messages.popleft().last:  # type: ignore[union-attr]
+            if messages.pop(0).last:  # type: ignore[union-attr]
                 break
         else:
             self._protocol.drop_stream()  # the rest is dropped as it arrives
@@ -260,23 +283,23 @@ class Reader:
         messages = self._messages
         parts: list[str | bytes] = []
         while messages and type(messages[0]) is Piece:
-            piece = messages.popleft()
+            piece = messages.pop(0)
             parts.append(piece.data)  # type: ignore[union-attr]
             if piece.last:  # type: ignore[union-attr]
                 joined = "".join(parts) if type(parts[0]) is str else b"".join(parts)  # type: ignore[arg-type]
-                messages.appendleft(joined)
+                messages.insert(0, joined)
                 return
         if parts:
             self._protocol.unstream(parts)
 
     def _end_stream(self) -> None:
         self._stream_owner = None
-        self._recv_lot.unpark_all()
+        self._unpark_receivers()
 
     def end(self) -> None:
         """No more messages will be queued: wake every waiting receiver."""
         self.ended = True
-        self._recv_lot.unpark_all()
+        self._unpark_receivers()
 
     def hurry(self) -> None:
         """Closing has started: the reader task reads now, even if the queue
@@ -300,14 +323,32 @@ class Reader:
         """Read once and process what came. Returns whether it blocked (or
         otherwise let other tasks run); on a socket, data already waiting is
         read without a trip through the scheduler, and the caller owes it a
-        checkpoint."""
+        checkpoint. A cancellation point; cancelled, it has read nothing.
+
+        On a socket it reads the descriptor itself (written out here rather
+        than in a helper: an idle connection waits in this frame, and each
+        frame on that stack costs about 200 bytes)."""
         self._reading = True
         blocked = True
         data: bytes | bytearray
+        fd = self._fd
         try:
-            if self._fd >= 0:
-                data, blocked = await self._receive_direct()
+            if fd >= 0:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                try:
+                    data = os.read(fd, READ_SIZE)
+                    blocked = False
+                except BlockingIOError:
+                    data = b""  # (not waiting in here: that would keep the exception alive)
+                while blocked:
+                    await trio.lowlevel.wait_readable(fd)
+                    try:
+                        data = os.read(fd, READ_SIZE)
+                        break
+                    except BlockingIOError:
+                        pass
             else:
+                assert self._receive_some is not None
                 data = await self._receive_some(READ_SIZE)
         except STREAM_ERRORS as exc:
             self._reading = False
@@ -325,22 +366,6 @@ class Reader:
         self.process(data)
         self._after_read()
         return blocked
-
-    async def _receive_direct(self) -> tuple[bytes, bool]:
-        """One read of the socket's descriptor: (data, whether it waited).
-        A cancellation point; cancelled, it has read nothing."""
-        fd = self._fd
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            return os.read(fd, READ_SIZE), False
-        except BlockingIOError:
-            pass
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, READ_SIZE), True
-            except BlockingIOError:
-                pass
 
     def process(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the stream (or left over from the handshake)."""
@@ -366,34 +391,33 @@ class Reader:
                 messages.append(item)  # type: ignore[arg-type]
 
     def _after_read(self) -> None:
-        if self._recv_lot:
-            self._recv_lot.unpark_all()
+        self._unpark_receivers()
         if self._task_wait is _Wait.OTHER_READER:
             self._wake_task()
 
     def _set_eof(self, error: BaseException | None) -> None:
         if not self.eof:
             self.eof = True
-            self.eof_event.set()
+            if self._eof_event is not None:
+                self._eof_event.set()
             self._on_eof(error)
         self.end()
         self._task_lot.unpark_all()
 
     async def run(self) -> None:
-        """The reader task: read whenever no receiver does, until end-of-file."""
+        """The reader task's work: read whenever no receiver does, until
+        end-of-file. May be cancelled at any wait (the connection's keepalive
+        timer does so) and run again: nothing read is lost."""
         lot = self._task_lot
+        self._task_wait = _Wait.NONE
         while not self.eof:
             if not self._urgent:
                 if len(self._messages) >= self._max_queue and not self.ended:
                     self._task_wait = _Wait.SPACE
-                    self._unpaused = unpaused = trio.Event()
-                    try:
-                        await lot.park()
-                    finally:
-                        self._unpaused = None
-                        unpaused.set()
+                    await lot.park()
+                    self.resumed_at = trio.current_time()  # woken: there is room
                     continue
-                if self._direct:
+                if self.direct:
                     if self._receivers:
                         self._task_wait = _Wait.RECEIVERS
                         await lot.park()

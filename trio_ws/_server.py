@@ -121,14 +121,61 @@ class Server:
             self._done.set()
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
-        # Nothing one connection does may take the server down.
+        """One connection, in the task serve_listeners started for it: the
+        opening handshake, the handler, the close. The handler's part is
+        written out here rather than in helpers: an idle connection waits
+        under this frame, and each frame on that stack costs about 200 bytes.
+        Nothing one connection does may take the server down."""
         try:
-            await self._serve_stream(stream)
+            ws = await self._open(stream)
+        except Exception:
+            logger.exception("internal error while opening a connection")
+            await trio.aclose_forcefully(stream)
+            return
+        if ws is None:
+            return
+        self._accepted += 1
+        self._connections.add(ws)
+        try:
+            async with trio.open_nursery() as nursery:
+                ws._start_background(nursery)
+                code: int = CloseCode.NORMAL_CLOSURE
+                reason = ""
+                cause: str | None = None
+                try:
+                    await self._handler(ws)
+                except BaseException as exc:
+                    # A closed connection (the peer left) and a shutdown are
+                    # not handler failures; anything else is, even in a group.
+                    cancelled, rest = split_off(exc, trio.Cancelled)
+                    _, failure = split_off(rest, ConnectionClosed)
+                    if failure is not None:
+                        if not consists_of(failure, Exception):
+                            raise  # KeyboardInterrupt and the like
+                        ws._log.error("connection handler raised", exc_info=failure)
+                        code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+                        cause = f"application error: handler raised {failure!r}"
+                    if cancelled is not None:
+                        raise cancelled from None
+                finally:
+                    if trio.current_effective_deadline() == -math.inf:
+                        # The server is being cancelled (shut down).
+                        code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
+                        cause = "server shutdown"
+                    with trio.CancelScope(shield=True):
+                        await ws._close(code, reason, cause)
         except Exception:
             logger.exception("internal error while serving a connection")
             await trio.aclose_forcefully(stream)
+        finally:
+            self._connections.discard(ws)
+            info = ws.close_info
+            self._close_codes[info.code if info is not None else CloseCode.ABNORMAL_CLOSURE] += 1
+            self._closed_traffic = self._closed_traffic + ws._traffic()
 
-    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+    async def _open(self, stream: trio.SocketStream) -> WebSocket | None:
+        """The opening handshake (TLS first, if any), within ``open_timeout``:
+        the open connection, or None once the stream is closed."""
         outcome: WebSocket | str = "handshake_failed"
         try:
             with trio.move_on_after(self.options.open_seconds):
@@ -138,19 +185,8 @@ class Server:
         if isinstance(outcome, str):
             self._rejected[outcome] += 1
             await trio.aclose_forcefully(stream)
-            return
-        ws = outcome
-        self._accepted += 1
-        self._connections.add(ws)
-        try:
-            async with trio.open_nursery() as nursery:
-                ws._start_background(nursery)
-                await self._run_handler(ws)
-        finally:
-            self._connections.discard(ws)
-            info = ws.close_info
-            self._close_codes[info.code if info is not None else CloseCode.ABNORMAL_CLOSURE] += 1
-            self._closed_traffic = self._closed_traffic + ws._traffic()
+            return None
+        return outcome
 
     async def _handshake(self, tcp: trio.SocketStream) -> WebSocket | str:
         stream: trio.abc.Stream = tcp
@@ -158,32 +194,6 @@ class Server:
             stream = trio.SSLStream(tcp, self._ssl_context, server_side=True)
             await stream.do_handshake()
         return await accept_handshake(stream, self._policy)
-
-    async def _run_handler(self, ws: WebSocket) -> None:
-        code: int = CloseCode.NORMAL_CLOSURE
-        reason = ""
-        cause: str | None = None
-        try:
-            await self._handler(ws)
-        except BaseException as exc:
-            # A closed connection (the peer left) and a shutdown are not
-            # handler failures; anything else is, even inside a group.
-            cancelled, rest = split_off(exc, trio.Cancelled)
-            _, failure = split_off(rest, ConnectionClosed)
-            if failure is not None:
-                if not consists_of(failure, Exception):
-                    raise  # KeyboardInterrupt and the like
-                ws._log.error("connection handler raised", exc_info=failure)
-                code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
-                cause = f"application error: handler raised {failure!r}"
-            if cancelled is not None:
-                raise cancelled from None
-        finally:
-            if trio.current_effective_deadline() == -math.inf:
-                # The server is being cancelled (shut down).
-                code, reason, cause = CloseCode.GOING_AWAY, _SHUTDOWN_REASON, "server shutdown"
-            with trio.CancelScope(shield=True):
-                await ws._close(code, reason, cause)
 
 
 async def serve(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import os
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -168,7 +167,8 @@ class Writer:
         self._on_broken = on_broken
         self._spawn = spawn
         self._fd = descriptor(stream)  # -1: every frame goes through the writer task
-        self._jobs: deque[_Job] = deque()
+        # A list, not a deque: an empty deque costs 760 bytes, an empty list 56.
+        self._jobs: list[_Job] = []
         self._busy = False  # the write lock
         self._handed_off = False  # the lock was handed to the writer task
         self._running = False  # the writer task exists
@@ -177,7 +177,7 @@ class Writer:
         self.fragmenting = False
         self._held: list[_Job] = []  # whole messages waiting for the stream to end
         self._stream_frames = 0
-        self._lot = trio.lowlevel.ParkingLot()  # where the writer task waits
+        self._lot: trio.lowlevel.ParkingLot | None = None  # where the writer task waits
         #: Set when a write failed or the connection ended: nothing more is written.
         self.broken: BaseException | None = None
         #: True when an encoded frame must be written even if its send() is
@@ -351,7 +351,7 @@ class Writer:
     def _hand_off(self, rest: Frames) -> None:
         """Give the rest of the frames, and the lock, to the writer task."""
         # Views of our own frames (bytes): nothing the caller could change.
-        self._jobs.appendleft(_Job(Kind.RAW, rest, None))
+        self._jobs.insert(0, _Job(Kind.RAW, rest, None))
         self._handed_off = True
         self._wake()
 
@@ -472,7 +472,7 @@ class Writer:
         self.fragmenting = False
         if self._held:
             # The messages held back go next, in their order.
-            self._jobs.extendleft(reversed(self._held))
+            self._jobs[:0] = self._held
             self._held.clear()
             if not self._busy:
                 self._wake()
@@ -484,7 +484,8 @@ class Writer:
 
     def _wake(self) -> None:
         if self._running:
-            self._lot.unpark()
+            if self._lot is not None:
+                self._lot.unpark()
         elif self.broken is None:
             self._running = True
             self._spawn(self._run)
@@ -522,6 +523,8 @@ class Writer:
                 if not jobs or (self._busy and not self._handed_off):
                     if not permanent and not jobs:
                         return
+                    if self._lot is None:
+                        self._lot = trio.lowlevel.ParkingLot()
                     await self._lot.park()
                     continue
                 await self._drain()
@@ -534,7 +537,7 @@ class Writer:
         self._handed_off = False
         try:
             while jobs:
-                job = jobs.popleft()
+                job = jobs.pop(0)
                 self._queued_bytes -= job.size
                 if job.state is _State.CANCELLED:
                     continue
@@ -590,4 +593,5 @@ class Writer:
         self._jobs.clear()
         self._held.clear()
         self._queued_bytes = 0
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
