@@ -56,3 +56,4 @@ def bench(session: nox.Session) -> None:
     quick = [a for a in session.posargs if a == "--quick"]
     session.run("python", "bench/fanout.py", *quick)
     session.run("python", "bench/fanout.py", "--compression", *quick)
+    session.run("python", "bench/memory.py", *(["--connections", "50"] if quick else []))

@@ -380,8 +380,7 @@ class Hub:
         excluded = _excluded(exclude)
         size = len(frame)
         is_text = type(message) is str
-        max_frames = _NO_LIMIT if self.max_pending is None else self.max_pending
-        max_bytes = _NO_LIMIT if self.max_pending_bytes is None else self.max_pending_bytes
+        max_frames, max_bytes = self._limits()
         count = 0
         # _deliver(), inlined: this loop is the whole cost of a broadcast.
         for member in list(recipients.values()):
@@ -434,11 +433,16 @@ class Hub:
         """``send_to()`` of ``value`` encoded as JSON in a text message."""
         return self.send_to(target, _to_json(value))
 
+    def _limits(self) -> tuple[int, int]:
+        """``max_pending`` and ``max_pending_bytes`` as numbers (None: no limit)."""
+        return (
+            _NO_LIMIT if self.max_pending is None else self.max_pending,
+            _NO_LIMIT if self.max_pending_bytes is None else self.max_pending_bytes,
+        )
+
     def _deliver(self, member: Member, message: str | bytes, frame: bytes, size: int) -> bool:
         """Queue one message for one member, or apply the policy."""
-        max_frames = _NO_LIMIT if self.max_pending is None else self.max_pending
-        max_bytes = _NO_LIMIT if self.max_pending_bytes is None else self.max_pending_bytes
-        status = member.ws._offer(message, frame, size, max_frames, max_bytes)
+        status = member.ws._offer(message, frame, size, *self._limits())
         if status == FULL:
             self._full(member)
         elif status != OFFERED:
