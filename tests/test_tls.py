@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import start_server
+from conftest import Recorder, start_server
 
 import trio_ws
 
@@ -61,3 +61,24 @@ async def test_server_shutdown_over_tls(tls: Any) -> None:
             with pytest.raises(trio_ws.ConnectionClosed) as info:
                 await ws.receive()
         assert info.value.code == 1001
+
+
+async def test_start_connection_over_tls_closes_with_1001_when_cancelled(
+    nursery: trio.Nursery, tls: Any
+) -> None:
+    """Over TLS the connection's work runs in its own shielded task (reads
+    must not be interrupted there); cancelling the owner still closes it
+    cleanly, and the server sees the 1001."""
+    recorder = Recorder()
+    server = await start_server(nursery, recorder, ssl_context=tls.server_context)
+    url = f"wss://127.0.0.1:{server.port}/"
+    async with trio.open_nursery() as owner:
+        ws = await trio_ws.start_connection(owner, url, ssl_context=tls.client_context)
+        await ws.send("hello")
+        assert ws._nursery is not None
+        assert len(ws._nursery.child_tasks) == 3  # reader, writer, keepalive
+        owner.cancel_scope.cancel()
+    assert ws.close_code == 1001
+    info = await recorder.closed()
+    assert info.code == 1001
+    assert info.initiator == "peer"

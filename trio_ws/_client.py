@@ -122,35 +122,33 @@ async def _run_client(
 ) -> None:
     ws = await _open(url, subprotocols, headers, ssl_context, options)
     async with trio.open_nursery() as nursery:
-        if not ws._reader.direct:
-            # TLS: the connection's tasks are shielded; this one waits.
-            ws._start_background(nursery)
-            task_status.started(ws)
-            error: BaseException | None = None
-            try:
-                await ws._wait_closed()
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                await close_for_exit(ws, error)
-            return
-        ws._adopt(nursery)
-        task_status.started(ws)
         # On a plain socket this task, which owns the connection's nursery,
         # does the background work itself (one task fewer per connection):
         # unshielded, since a cancelled socket read loses nothing, until the
-        # caller's nursery is cancelled; then shielded while it closes.
+        # caller's nursery is cancelled; then shielded while it closes. On
+        # TLS the connection's own (shielded) task does it, and this one waits.
+        direct = ws._reader.direct
+        if direct:
+            ws._adopt(nursery)
+        else:
+            ws._start_background(nursery)
+        task_status.started(ws)
+        error: BaseException | None = None
         try:
-            await ws._background(shield=False)
+            if direct:
+                await ws._background(shield=False)
+            else:
+                await ws._wait_closed()
         except BaseException as exc:
-            code, reason, cause = exit_close_frame(exc)
-            with trio.CancelScope(shield=True):
-                ws._start_closing(code, reason, "local", cause)
-                await ws._background()  # reads the peer's reply
-                await close_for_exit(ws, exc)
+            error = exc
+            if direct:
+                code, reason, cause = exit_close_frame(exc)
+                with trio.CancelScope(shield=True):
+                    ws._start_closing(code, reason, "local", cause)
+                    await ws._background()  # reads the peer's reply
             raise
-        await close_for_exit(ws, None)
+        finally:
+            await close_for_exit(ws, error)
 
 
 async def start_connection(
