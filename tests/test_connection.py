@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 import socket
@@ -13,7 +14,10 @@ import pytest
 import trio
 import trio.testing
 from conftest import Firehose, Pair, Recorder, echo, start_server, url_of
-from rawpeer import RawClient
+from rawpeer import TEXT, RawClient, frame
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, TextMessage
+from wsproto.utilities import generate_accept_token
 
 import trio_ws
 from trio_ws._reader import READ_SIZE
@@ -590,3 +594,46 @@ async def test_idle_connections_stay_small(
     assert per_pair < bound, f"{per_pair:.1f} KiB per idle connection (client and server)"
     for ws in warm + clients:
         await ws.aclose()
+
+
+async def test_a_message_before_a_protocol_error_can_still_be_answered(
+    nursery: trio.Nursery,
+) -> None:
+    """A valid message and a broken frame arrive together (here with the
+    server's handshake answer): the connection fails with 1002, but the
+    message is delivered first, and an answer sent at once goes out before
+    the close frame (Autobahn's "strict" behaviour, cases 3.2 to 5.15)."""
+    seen: list[Any] = []
+
+    async def raw_server(stream: trio.SocketStream) -> None:
+        request = await stream.receive_some(65536)
+        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + generate_accept_token(key)
+            + b"\r\n\r\n"
+            + frame(TEXT, b"hello", mask=False)
+            + frame(TEXT, b"bad", rsv=2, mask=False)  # no extension allows RSV2
+        )
+        parser = Connection(ConnectionType.SERVER)
+        while not any(isinstance(event, CloseConnection) for event in seen):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            parser.receive_data(data)
+            seen.extend(parser.events())
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, raw_server, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    async with trio_ws.connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        message = await ws.receive()
+        await ws.send(message.upper())
+        with pytest.raises(trio_ws.ConnectionClosed) as closed:
+            await ws.receive()
+    assert closed.value.info.code == 1002
+    assert [type(event) for event in seen] == [TextMessage, CloseConnection]
+    assert seen[0].data == "HELLO"
+    assert seen[1].code == 1002

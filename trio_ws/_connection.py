@@ -724,6 +724,11 @@ class WebSocket(trio.abc.Channel[Message]):
         """Send our close frame, wait for the peer's, shut TCP down; abort when
         ``close_timeout`` runs out."""
         with trio.move_on_at(self._close_deadline) as scope:
+            # Let the tasks that were woken with this close run first: a
+            # receiver handed the last messages that came before it may still
+            # answer them (what Autobahn calls strict), as before this task
+            # was started on demand.
+            await trio.lowlevel.checkpoint()
             if self._close_frame is not None:
                 try:
                     await self._writer.send(Kind.CLOSE, self._close_frame)
