@@ -124,9 +124,14 @@ class RawClient:
 
 
 async def raw_accept(stream: trio.SocketStream, extra: bytes = b"", then: bytes = b"") -> None:
-    """Act as a bare server: read the client's request, answer 101 with the
-    right accept key plus ``extra`` header lines, then send ``then`` (frames)
-    in the same write, and stay silent forever."""
+    """Act as a bare server: :func:`raw_answer`, then stay silent forever."""
+    await raw_answer(stream, extra, then)
+    await trio.sleep_forever()
+
+
+async def raw_answer(stream: trio.SocketStream, extra: bytes = b"", then: bytes = b"") -> None:
+    """Read the client's request, answer 101 with the right accept key plus
+    ``extra`` header lines, then send ``then`` (frames) in the same write."""
     request = await stream.receive_some(65536)
     key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
     await stream.send_all(
@@ -138,4 +143,3 @@ async def raw_accept(stream: trio.SocketStream, extra: bytes = b"", then: bytes 
         + b"\r\n"
         + then
     )
-    await trio.sleep_forever()

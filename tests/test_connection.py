@@ -14,10 +14,9 @@ import pytest
 import trio
 import trio.testing
 from conftest import Firehose, Pair, Recorder, echo, start_server, url_of
-from rawpeer import TEXT, RawClient, frame
+from rawpeer import TEXT, RawClient, frame, raw_answer
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
-from wsproto.utilities import generate_accept_token
 
 import trio_ws
 from trio_ws._reader import READ_SIZE
@@ -606,16 +605,8 @@ async def test_a_message_before_a_protocol_error_can_still_be_answered(
     seen: list[Any] = []
 
     async def raw_server(stream: trio.SocketStream) -> None:
-        request = await stream.receive_some(65536)
-        key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
-        await stream.send_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-            + generate_accept_token(key)
-            + b"\r\n\r\n"
-            + frame(TEXT, b"hello", mask=False)
-            + frame(TEXT, b"bad", rsv=2, mask=False)  # no extension allows RSV2
-        )
+        bad = frame(TEXT, b"bad", rsv=2, mask=False)  # no extension allows RSV2
+        await raw_answer(stream, then=frame(TEXT, b"hello", mask=False) + bad)
         parser = Connection(ConnectionType.SERVER)
         while not any(isinstance(event, CloseConnection) for event in seen):
             data = await stream.receive_some(65536)
