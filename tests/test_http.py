@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 
 from trio_ws import Headers, Request, Response
@@ -87,3 +89,13 @@ def test_response_text() -> None:
     assert response.status_code == 404
     assert response.body == b"nope"
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_header_names_may_be_str_subclasses() -> None:
+    class Field(str, enum.Enum):
+        AUTH = "Authorization"
+
+    headers = Headers({Field.AUTH: "Bearer x"})
+    assert headers.get("authorization") == "Bearer x"
+    assert list(headers) == [("Authorization", "Bearer x")]
+    assert type(headers[0][0]) is str

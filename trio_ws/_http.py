@@ -18,6 +18,14 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
+def _name(value: str | bytes) -> str:
+    """A header field name, interned: every request repeats the same few.
+    (Only an exact ``str`` can be interned; a subclass, such as a ``str``
+    enum, is stored as the plain string it holds.)"""
+    text = _text(value)
+    return sys.intern(text if type(text) is str else str.__str__(text))
+
+
 class Headers(Sequence[tuple[str, str]]):
     """An immutable, ordered list of HTTP header fields.
 
@@ -38,7 +46,7 @@ class Headers(Sequence[tuple[str, str]]):
         pairs = fields.items() if isinstance(fields, Mapping) else fields
         flat: list[str] = []
         for name, value in pairs:
-            flat += (sys.intern(_text(name)), _text(value))
+            flat += (_name(name), _text(value))
         self._flat = tuple(flat)
 
     @property
