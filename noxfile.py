@@ -57,3 +57,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/fanout.py", *quick)
     session.run("python", "bench/fanout.py", "--compression", *quick)
     session.run("python", "bench/memory.py", *(["--connections", "50"] if quick else []))
+    session.run("python", "bench/hostile.py", *(["--connections", "5"] if quick else []))

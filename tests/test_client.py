@@ -211,6 +211,26 @@ async def test_unoffered_subprotocol_is_invalid(nursery: trio.Nursery) -> None:
             pass  # pragma: no cover
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=abc\r\n",
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=\r\n",
+        b"Sec-WebSocket-Protocol: caf\xc3\xa9\r\n",
+    ],
+    ids=["window-not-a-number", "window-empty", "non-ascii-subprotocol"],
+)
+async def test_hostile_handshake_answers_are_invalid_handshakes(
+    nursery: trio.Nursery, extra: bytes
+) -> None:
+    """A 101 whose headers wsproto cannot parse is an InvalidHandshake, not a
+    ValueError from deep inside the parser."""
+    port = await _tcp_server(nursery, functools.partial(raw_accept, extra=extra))
+    with pytest.raises(trio_ws.InvalidHandshake, match="invalid handshake response"):
+        async with trio_ws.connect(f"ws://127.0.0.1:{port}/", subprotocols=["mine"]):
+            pass  # pragma: no cover
+
+
 async def test_body_exceptions_come_out_unwrapped(echo_server: trio_ws.Server) -> None:
     with pytest.raises(KeyError, match="mine"):
         async with trio_ws.connect(url_of(echo_server)) as ws:

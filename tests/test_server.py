@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 from conftest import Recorder, all_tasks, echo, open_fds, start_server, url_of
-from rawpeer import CLOSE, RawClient, close_payload, frame
-from server_helpers import http_exchange
+from rawpeer import RawClient, frame
+from server_helpers import http_exchange, upgrade_then_close
 
 import trio_ws
 
@@ -320,15 +320,7 @@ async def test_frames_right_after_the_request_are_kept(echo_server: trio_ws.Serv
     stream = await trio.open_tcp_stream("127.0.0.1", echo_server.port)
     # The first frame travels in the same packet as the request.
     await stream.send_all(request + frame(0x1, b"early"))
-    answer = b""
-    while b"\x81\x05early" not in answer:
-        data = await stream.receive_some(65536)
-        assert data
-        answer += data
-    assert answer.startswith(b"HTTP/1.1 101 ")
-    await stream.send_all(frame(CLOSE, close_payload(1000)))
-    while await stream.receive_some(65536):
-        pass
+    await upgrade_then_close(stream.receive_some, stream.send_all, until=b"\x81\x05early")
     await stream.aclose()
 
 

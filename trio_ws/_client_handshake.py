@@ -158,7 +158,10 @@ async def _handshake(
             # Iterate lazily: frames that came with the 101 must stay in
             # wsproto's buffer for the connection to read, not be consumed here.
             events = list(_until_accepted(wsconn))
-        except RemoteProtocolError as exc:
+        except (RemoteProtocolError, ValueError) as exc:
+            # ValueError: what wsproto raises (rather than a protocol error)
+            # for header values it cannot decode or numbers it cannot parse,
+            # such as an extension parameter that is not one.
             raise InvalidHandshake(f"invalid handshake response from {where}: {exc}") from exc
         for event in events:
             if isinstance(event, AcceptConnection):

@@ -134,7 +134,14 @@ class WebSocket(trio.abc.Channel[Message]):
         self._nursery: trio.Nursery | None = None
         self._deferred: list[Callable[[], Awaitable[None]]] = []  # tasks to start
         self._writer = Writer(stream, protocol, self._on_broken, self._spawn, options.frame_size)
-        self._reader = Reader(stream, protocol, options.max_queue, self._on_event, self._on_eof)
+        self._reader = Reader(
+            stream,
+            protocol,
+            options.max_queue,
+            self._on_event,
+            self._on_eof,
+            options.queue_bytes,
+        )
         # The scopes of the background tasks, cancelled by _finish().
         self._task_scopes: list[trio.CancelScope] = []
         self._keepalive = (
@@ -196,6 +203,7 @@ class WebSocket(trio.abc.Channel[Message]):
         return ConnectionStats(
             traffic=self._traffic(),
             pending_in=self._reader.queued,
+            pending_in_bytes=self._reader.queued_bytes,
             pending_out=self._writer.queued,
             pending_out_bytes=self._writer.queued_bytes,
             latency=self.latency,
@@ -507,7 +515,7 @@ class WebSocket(trio.abc.Channel[Message]):
     def _on_event(self, item: Incoming) -> None:
         kind = type(item)
         if kind is PingReceived:
-            self._writer.post(Kind.PONG, item.payload)  # type: ignore[union-attr]
+            self._writer.post_pong(item.payload)  # type: ignore[union-attr]
         elif kind is PongReceived:
             self._on_pong(item.payload)  # type: ignore[union-attr]
         elif kind is CloseReceived:
@@ -739,10 +747,12 @@ class WebSocket(trio.abc.Channel[Message]):
                 await self._settled_event.wait()
             # The closing handshake is over: shut TCP down. The server closes
             # first (RFC 6455 7.1.1); the client waits for it.
+            # End-of-file goes through the writer, after any pong or frame
+            # still being written (never beside it).
             if not self._client and isinstance(self._stream, trio.abc.HalfCloseableStream):
                 try:
-                    await self._stream.send_eof()
-                except STREAM_ERRORS:
+                    await self._writer.shut_down()
+                except NotOpen:
                     pass
             if self._client or isinstance(self._stream, trio.abc.HalfCloseableStream):
                 await self._reader.wait_eof()

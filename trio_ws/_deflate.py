@@ -9,6 +9,7 @@ and safe window sizes when the peer's answer leaves them out.
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
 
@@ -16,10 +17,55 @@ import attrs
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-__all__ = ["Deflate", "DeflateExtension"]
+__all__ = ["Deflate", "DeflateExtension", "parse_offer"]
 
 #: The largest LZ77 window: what a peer may use unless told otherwise.
 MAX_WINDOW_BITS = 15
+
+
+#: The parameters of a permessage-deflate offer (RFC 7692 7.1).
+_FLAGS = ("server_no_context_takeover", "client_no_context_takeover")
+_PARAMETERS = frozenset((*_FLAGS, "server_max_window_bits", "client_max_window_bits"))
+
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+#: A window size: a decimal from 8 to 15 without leading zeros (RFC 7692 7.1.2).
+_WINDOW_BITS = re.compile(r"8|9|1[0-5]")
+
+
+def _unquote(value: str) -> str | None:
+    """An extension parameter's value as text: a token as it is, a quoted
+    string (RFC 7230 3.2.6) without its quotes and escapes; None when it is
+    neither."""
+    if _TOKEN.fullmatch(value):
+        return value
+    quoted = _QUOTED_STRING.fullmatch(value)
+    return None if quoted is None else _QUOTED_PAIR.sub(r"\1", quoted.group(1))
+
+
+def parse_offer(offer: str) -> dict[str, str | None] | None:
+    """The parameters of one permessage-deflate offer (the extension name
+    and its ``;``-separated parameters, as wsproto hands it over), by name,
+    each with its unquoted value or None when it has none. None when the
+    offer is malformed: an empty, unknown or repeated parameter, or a value
+    that is neither a token nor a quoted string."""
+    parameters: dict[str, str | None] = {}
+    for part in offer.split(";")[1:]:
+        name, equals, raw = part.partition("=")
+        name = name.strip()
+        if name not in _PARAMETERS or name in parameters:
+            return None
+        value = _unquote(raw.strip()) if equals else None
+        if equals and value is None:
+            return None
+        parameters[name] = value
+    return parameters
+
+
+def _window_value(value: str | None) -> int:
+    """A window size parameter's value; 0 when it is missing or invalid."""
+    return int(value) if value is not None and _WINDOW_BITS.fullmatch(value) else 0
 
 
 def _window_bits(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -103,22 +149,55 @@ class DeflateExtension(PerMessageDeflate):
     # -- negotiation -----------------------------------------------------------
 
     def accept(self, offer: str) -> bool | str | None:
-        """Server side: answer a client's offer. Our own window preferences
-        are applied where the client allows them."""
-        names = {part.split("=")[0].strip() for part in offer.split(";")[1:]}
-        response = super().accept(offer)
-        if response is None:
+        """Server side: answer one of the client's offers with the response's
+        parameters, or None to decline it. Our own preferences apply where the
+        offer allows them.
+
+        wsproto hands over every offer of the header in the client's order of
+        preference: the first acceptable one is taken and the rest declined.
+        An offer is declined (RFC 7692 5, 7.1) when it is malformed (an
+        unknown or repeated parameter, a value that is neither a token nor a
+        quoted string, a flag with a value, a window size outside 8-15 or with
+        leading zeros, ``server_max_window_bits`` without a value) or asks
+        for an 8-bit window, which zlib cannot honour. Nothing is changed by a
+        declined offer; quoted values count as their unquoted text."""
+        if self._enabled:
             return None
-        if "client_max_window_bits" not in names:
-            # The client did not let us limit its window: it may use 15.
-            self.client_max_window_bits = MAX_WINDOW_BITS
-        elif self.client_max_window_bits > self.settings.client_max_window_bits:
-            self.client_max_window_bits = self.settings.client_max_window_bits
-        if self.server_max_window_bits > self.settings.server_max_window_bits:
-            # wsproto echoes the client's limit; we may always use less (and
-            # may do so silently when the client set no limit).
-            self.server_max_window_bits = self.settings.server_max_window_bits
-        return self._response(names)
+        parameters = parse_offer(offer)
+        if parameters is None:
+            return None
+        windows = self._windows(parameters)
+        if windows is None:
+            return None
+        self.server_max_window_bits, self.client_max_window_bits = windows
+        self.server_no_context_takeover = (
+            self.settings.server_no_context_takeover or "server_no_context_takeover" in parameters
+        )
+        self.client_no_context_takeover = (
+            self.settings.client_no_context_takeover or "client_no_context_takeover" in parameters
+        )
+        self._enabled = True
+        return self._response(set(parameters))
+
+    def _windows(self, parameters: dict[str, str | None]) -> tuple[int, int] | None:
+        """The (server, client) window sizes to agree to for an offer's
+        parameters, or None when the offer must be declined."""
+        if any(parameters.get(flag) is not None for flag in _FLAGS):
+            return None
+        server = self.settings.server_max_window_bits
+        if "server_max_window_bits" in parameters:
+            # We may always use a smaller window than the client allows.
+            server = min(server, _window_value(parameters["server_max_window_bits"]))
+        if "client_max_window_bits" not in parameters:
+            client = MAX_WINDOW_BITS  # the client did not let us limit its window
+        elif parameters["client_max_window_bits"] is None:
+            client = self.settings.client_max_window_bits
+        else:
+            value = _window_value(parameters["client_max_window_bits"])
+            client = min(value, self.settings.client_max_window_bits)
+        if min(server, client) < 9:
+            return None  # invalid (0), or 8 bits: zlib cannot
+        return server, client
 
     def _response(self, offered: set[str]) -> str:
         # RFC 7692 7.1.2: the window parameters appear in a response only

@@ -44,6 +44,7 @@ __all__ = [
     "FrameBuffer",
     "between_messages",
     "frame_data",
+    "frame_decoder",
     "header",
     "install_buffer",
     "slim_event_queue",
@@ -200,6 +201,16 @@ def install_buffer(connection: Connection) -> FrameBuffer | None:
     buffer = FrameBuffer(bytes(old.buffer))
     decoder.buffer = buffer  # type: ignore[union-attr]
     return buffer
+
+
+def frame_decoder(connection: Connection) -> Any:
+    """wsproto's frame decoder of ``connection`` (whose ``header`` and
+    ``payload_consumed`` tell the frame being parsed), or None if wsproto's
+    internals are not as expected."""
+    decoder = getattr(getattr(connection, "_proto", None), "_frame_decoder", None)
+    if hasattr(decoder, "header") and hasattr(decoder, "payload_consumed"):
+        return decoder
+    return None
 
 
 class _EventQueue(list):  # type: ignore[type-arg]

@@ -67,9 +67,15 @@ class Options:
     max_message_size: int | None = attrs.field(default=2**20, validator=_positive_int_or_none)
     #: Received messages buffered while the application is not receiving.
     #: When the buffer is full the library stops reading the socket until the
-    #: application catches up, so memory stays bounded (about
-    #: ``max_queue * max_message_size`` at worst).
+    #: application catches up, so memory stays bounded (see
+    #: ``max_queue_bytes``).
     max_queue: int = attrs.field(default=16, validator=_positive_int)
+    #: The same buffer's limit in bytes (characters for text), counted after
+    #: decompression: reading stops once the buffered messages reach it, so
+    #: the buffer holds at most ``max_queue_bytes`` plus one message (``None``:
+    #: only ``max_queue`` counts). A peer that uploads highly compressed data
+    #: and never reads cannot make a connection hold more than that.
+    max_queue_bytes: int | None = attrs.field(default=2**20, validator=_positive_int_or_none)
     #: Seconds between keepalive pings; ``None`` sends none. Keepalive is what
     #: notices a peer that vanished without closing (a laptop that slept, a
     #: NAT that dropped its state).
@@ -97,6 +103,11 @@ class Options:
     def close_seconds(self) -> float:
         """``close_timeout`` as a number (infinity for None)."""
         return math.inf if self.close_timeout is None else self.close_timeout
+
+    @property
+    def queue_bytes(self) -> float:
+        """``max_queue_bytes`` as a number (infinity for None)."""
+        return math.inf if self.max_queue_bytes is None else self.max_queue_bytes
 
     @property
     def ping_seconds(self) -> float:

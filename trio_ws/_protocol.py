@@ -7,6 +7,8 @@ frame apart from a parse failure. No I/O, no clock, no tasks.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Hashable
 from typing import cast
 
@@ -29,6 +31,7 @@ from ._deflate import Deflate, DeflateExtension
 from ._framing import (
     between_messages,
     frame_data,
+    frame_decoder,
     install_buffer,
     slim_event_queue,
     whole_messages,
@@ -43,6 +46,7 @@ __all__ = [
     "PongReceived",
     "Protocol",
     "encode_shared",
+    "length",
     "shared_frame",
 ]
 
@@ -100,7 +104,20 @@ class Failure:
         return self.reason
 
 
+_EMPTY_STR_SIZE = sys.getsizeof("é") - 1  # a non-ASCII string's fixed part
+
 Incoming = str | bytes | Piece | PingReceived | PongReceived | CloseReceived | Failure
+
+
+def length(item: str | bytes | Piece) -> int:
+    """The memory a received message or piece takes, as the queue counts it:
+    its bytes; for text, its characters when ASCII, else what Python's
+    string takes (1, 2 or 4 bytes a character: never more than its UTF-8
+    size). O(1), no encoding."""
+    data = item.data if isinstance(item, Piece) else item
+    if type(data) is bytes or data.isascii():
+        return len(data)
+    return sys.getsizeof(data) - _EMPTY_STR_SIZE
 
 
 def _size(piece: str | bytes) -> int:
@@ -108,6 +125,19 @@ def _size(piece: str | bytes) -> int:
     if type(piece) is str and not piece.isascii():
         return len(piece.encode("utf-8"))
     return len(piece)
+
+
+#: Frames of a fragmented message that count only their payload against
+#: ``max_message_size``; each later one counts at least FRAME_MIN_CHARGE
+#: bytes (see Protocol._charge): a flood of empty continuation frames must
+#: reach a limit too.
+FREE_FRAMES = 16
+FRAME_MIN_CHARGE = 64
+#: A piece of a fragmented message shorter than this (bytes, or characters)
+#: is merged into the one before, so that many small fragments are held as
+#: a few strings, not one object each (about 50 bytes apiece); larger pieces
+#: are kept as they came, and joined once, when the message is complete.
+MERGE_BELOW = 4096
 
 
 #: The frame key of server connections without extensions (see Protocol.frame_key).
@@ -173,14 +203,19 @@ class Protocol:
 
     __slots__ = (
         "_between_messages",
+        "_buffer",
         "_conn",
+        "_decoder",
         "_discarding",
         "_drop_stream",
         "_fragmenting",
+        "_frame_bytes",
+        "_frames",
         "_max_size",
         "_parts",
         "_size",
         "_streaming",
+        "backlog",
         "dead",
         "deflate",
         "stream_next",
@@ -194,7 +229,7 @@ class Protocol:
     ) -> None:
         self._conn = connection
         slim_event_queue(connection)
-        buffer = install_buffer(connection)
+        buffer = self._buffer = install_buffer(connection)
         #: The negotiated permessage-deflate extension, or None.
         self.deflate = deflate if deflate is not None and deflate.enabled() else None
         # Whole uncompressed messages are read without wsproto while it is
@@ -210,8 +245,17 @@ class Protocol:
         self.stream_next = False
         self._streaming = False  # the current message is handed out as pieces
         self._drop_stream = False  # ...and its receiver left: drop the rest
+        # The pieces of the message being assembled from fragments, where
+        # small pieces are merged (see _add_part): never one object per frame.
         self._parts: list[str | bytes] = []
-        self._size = 0
+        self._size = 0  # bytes counted against max_message_size so far
+        self._frames = 0  # frames of the current message so far
+        self._frame_bytes = 0  # ...and bytes of the current frame so far
+        #: True when parsing stopped early because the caller had no room:
+        #: wsproto still holds bytes to parse (see :meth:`resume`).
+        self.backlog = False
+        # wsproto's frame decoder, to read a frame's announced length early.
+        self._decoder = frame_decoder(connection)
         # True while the rest of an over-sized message is being skipped.
         self._discarding = False
         #: True once wsproto can parse nothing more (after a protocol failure).
@@ -227,8 +271,17 @@ class Protocol:
 
     # -- incoming ------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray) -> list[Incoming]:
-        """Feed bytes from the network; return what they completed, in order."""
+    def receive_data(
+        self, data: bytes | bytearray, room: float = math.inf, slots: float = math.inf
+    ) -> list[Incoming]:
+        """Feed bytes from the network; return what they completed, in order.
+
+        ``room`` (bytes) and ``slots`` (messages) say how much the caller can
+        queue: once the messages returned reach either, parsing stops and the
+        rest stays buffered in wsproto (:attr:`backlog` is then True) until
+        :meth:`resume`. Compressed messages are inflated only as they are
+        parsed, so a few KiB of deflate data never become more than ``room``
+        (plus one message) at once."""
         if self.dead:
             return []
         conn = self._conn
@@ -244,34 +297,114 @@ class Protocol:
                 on_data = self._on_data
                 out = [item for m in messages if (item := on_data(m, True)) is not None]
                 if used < len(data):
-                    out.extend(self._parse(data[used:]))
+                    for item in out:
+                        room -= length(item)  # type: ignore[arg-type]  # never a Failure here
+                    conn.receive_data(data[used:])
+                    out.extend(self._events(room, slots - len(out)))
                 return out
-        return self._parse(data)
-
-    def _parse(self, data: bytes | bytearray) -> list[Incoming]:
-        """Let wsproto parse ``data`` and turn its events into ours."""
-        conn = self._conn
         conn.receive_data(data)  # type: ignore[arg-type]  # wsproto copies it anyway
+        return self._events(room, slots)
+
+    def resume(self, room: float = math.inf, slots: float = math.inf) -> list[Incoming]:
+        """Go on parsing what :meth:`receive_data` left buffered for lack of
+        room (see there); nothing new is fed."""
+        if self.dead or self._conn.state is ConnectionState.CLOSED:
+            self.backlog = False
+            return []
+        return self._events(room, slots)
+
+    def _events(self, room: float, slots: float) -> list[Incoming]:
+        """Turn wsproto's events into ours until the caller's room runs out."""
+        self.backlog = False
         out: list[Incoming] = []
-        for event in conn.events():
+        for event in self._conn.events():
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
-                item = self._on_data(event.data, event.message_finished)  # type: ignore[attr-defined]
+                item = self._on_data(
+                    event.data,  # type: ignore[attr-defined]
+                    event.message_finished,  # type: ignore[attr-defined]
+                    event.frame_finished,  # type: ignore[attr-defined]
+                )
                 if item is not None:
                     out.append(item)
                     if type(item) is Failure:
-                        break
+                        # What follows (the peer's close frame, perhaps) is
+                        # still to be parsed when the parser is usable.
+                        self.backlog = item.parser_usable and self._buffered()
+                        return out
+                    room -= length(item)  # type: ignore[arg-type]  # str, bytes or Piece
+                    slots -= 1
+                    if room <= 0 or slots <= 0:
+                        self.backlog = self._buffered()
+                        return out
             elif kind is Ping:
                 out.append(PingReceived(bytes(event.payload)))  # type: ignore[attr-defined]
             elif kind is Pong:
                 out.append(PongReceived(bytes(event.payload)))  # type: ignore[attr-defined]
             elif kind is CloseConnection:
                 out.append(self._on_close(event))  # type: ignore[arg-type]
-                break
+                return out
+        failure = self._announced_too_big()
+        if failure is not None:
+            out.append(failure)
         return out
 
-    def _on_data(self, piece: str | bytes, finished: bool) -> Incoming | None:
-        """One piece of a message (wsproto hands out bytes, not bytearray)."""
+    def _buffered(self) -> bool:
+        """Whether wsproto holds bytes it has not parsed yet (True when
+        that cannot be known)."""
+        buffer = self._buffer
+        return buffer is None or len(buffer) > 0
+
+    def _announced_too_big(self) -> Failure | None:
+        """A frame whose header alone shows the message over the limit is
+        refused before its payload arrives (wsproto would wait for it)."""
+        limit = self._max_size
+        decoder = self._decoder
+        head = decoder.header if decoder is not None else None
+        if limit is None or head is None or self._discarding:
+            return None
+        announced: int = head.payload_len - decoder.payload_consumed
+        if head.opcode.iscontrol():
+            return None
+        if self.deflate is not None:
+            # Maybe compressed (continuation frames carry no RSV1): inflating
+            # never shrinks data by more than deflate's block overhead (5
+            # bytes per stored block of up to 64 KiB); leave a wide margin.
+            announced -= announced // 8192 + 64
+        if self._size + announced <= limit:
+            return None
+        self._parts = []
+        self._size = self._frames = self._frame_bytes = 0
+        self._streaming = self._drop_stream = False
+        self.dead = True  # wsproto is mid-frame: it can parse nothing more for us
+        return Failure(
+            CloseCode.MESSAGE_TOO_BIG,
+            f"message larger than {limit} bytes",
+            parser_usable=False,
+        )
+
+    def _charge(self, piece: str | bytes, frame_end: bool) -> bool:
+        """Count a piece of a message against max_message_size; False when
+        over. Beyond the first FREE_FRAMES frames of a message, a frame whose
+        last piece is shorter than FRAME_MIN_CHARGE bytes counts that much, so
+        that a flood of tiny or empty frames also reaches the limit."""
+        size = _size(piece)
+        if frame_end:
+            self._frames += 1
+            frame = self._frame_bytes + size
+            self._frame_bytes = 0
+            if self._frames > FREE_FRAMES and frame < FRAME_MIN_CHARGE:
+                size += FRAME_MIN_CHARGE - frame
+        else:
+            self._frame_bytes += size
+        self._size += size
+        return self._max_size is None or self._size <= self._max_size
+
+    def _on_data(
+        self, piece: str | bytes, finished: bool, frame_end: bool = True
+    ) -> Incoming | None:
+        """One piece of a message (wsproto hands out bytes, not bytearray);
+        ``frame_end``: the piece ends its frame."""
         if self._discarding:
             if finished:
                 self._discarding = False
@@ -281,37 +414,37 @@ class Protocol:
             self.stream_next = False
             self._streaming = True
         if self._streaming:
-            return self._stream_piece(piece, finished)
-        limit = self._max_size
-        if finished and not self._parts:
+            return self._stream_piece(piece, finished, frame_end)
+        parts = self._parts
+        if finished and not parts:
             # The whole message arrived in one piece: the common case, no copy.
+            limit = self._max_size
             if limit is not None and len(piece) > limit // 4 and _size(piece) > limit:
                 return self._too_big(finished)
             return piece
-        self._size += _size(piece)
-        if limit is not None and self._size > limit:
-            self._parts.clear()
-            self._size = 0
+        if not self._charge(piece, frame_end):
             return self._too_big(finished)
-        self._parts.append(piece)
+        if parts and len(parts[-1]) < MERGE_BELOW:
+            parts[-1] += piece  # type: ignore[operator]  # the same type throughout
+        else:
+            parts.append(piece)
         if not finished:
             return None
-        parts = self._parts
         self._parts = []
-        self._size = 0
+        self._size = self._frames = 0
         if type(piece) is str:
             return "".join(parts)  # type: ignore[arg-type]
         return b"".join(parts)  # type: ignore[arg-type]
 
-    def _stream_piece(self, piece: str | bytes, last: bool) -> Piece | Failure | None:
-        self._size += _size(piece)
-        if self._max_size is not None and self._size > self._max_size:
+    def _stream_piece(
+        self, piece: str | bytes, last: bool, frame_end: bool
+    ) -> Piece | Failure | None:
+        if not self._charge(piece, frame_end):
             self._streaming = self._drop_stream = False
-            self._size = 0
             return self._too_big(last)
         if last:
             self._streaming = False
-            self._size = 0
+            self._size = self._frames = 0
         if self._drop_stream:
             self._drop_stream = not last
             return None
@@ -348,6 +481,8 @@ class Protocol:
             self._drop_stream = True
 
     def _too_big(self, finished: bool) -> Failure:
+        self._parts = []
+        self._size = self._frames = self._frame_bytes = 0
         self._discarding = not finished
         return Failure(
             CloseCode.MESSAGE_TOO_BIG,

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ._protocol import Incoming, Message, Piece, Protocol
+from ._protocol import Incoming, Message, Piece, Protocol, length
 from ._writer import STREAM_ERRORS, NotOpen, descriptor
 
 __all__ = ["READ_SIZE", "Reader"]
@@ -54,10 +54,12 @@ class Reader:
         "_eof_event",
         "_fd",
         "_max_queue",
+        "_max_queue_bytes",
         "_messages",
         "_on_eof",
         "_on_event",
         "_protocol",
+        "_queued_bytes",
         "_reading",
         "_receive_some",
         "_receivers",
@@ -84,10 +86,12 @@ class Reader:
         max_queue: int,
         on_event: Callable[[Incoming], None],
         on_eof: Callable[[BaseException | None], None],
+        max_queue_bytes: float = math.inf,
     ) -> None:
         self._stream = stream
         self._protocol = protocol
         self._max_queue = max_queue
+        self._max_queue_bytes = max_queue_bytes
         self._on_event = on_event
         self._on_eof = on_eof
         #: A plain socket: receivers read it themselves, and a read can be
@@ -106,6 +110,8 @@ class Reader:
         # A list, not a deque: an empty deque costs 760 bytes, an empty list
         # 56, and the queue is short (at most max_queue, plus one read's worth).
         self._messages: list[Message | Piece] = []
+        # Their size: bytes, or characters of text (what max_queue_bytes bounds).
+        self._queued_bytes = 0
         self._stream_owner: trio.lowlevel.Task | None = None  # see start_stream()
         self._receivers = 0  # tasks inside receive()
         self._reading = False  # someone is inside receive_some()
@@ -133,7 +139,19 @@ class Reader:
     @property
     def paused(self) -> bool:
         """True while nothing is read because the message queue is full."""
-        return len(self._messages) >= self._max_queue and not self.ended and not self._urgent
+        return self._full() and not self.ended and not self._urgent
+
+    def _full(self) -> bool:
+        """The queue holds ``max_queue`` messages or ``max_queue_bytes``."""
+        return (
+            len(self._messages) >= self._max_queue or self._queued_bytes >= self._max_queue_bytes
+        )
+
+    def _pop(self) -> Message | Piece:
+        """Take the first queued message or piece."""
+        item = self._messages.pop(0)
+        self._queued_bytes -= length(item)
+        return item
 
     async def wait_eof(self) -> None:
         """Wait until the stream reported end-of-file or an error."""
@@ -159,6 +177,11 @@ class Reader:
         """Messages received and not yet taken by ``receive()``."""
         return len(self._messages)
 
+    @property
+    def queued_bytes(self) -> int:
+        """What they take in memory, as ``max_queue_bytes`` counts it."""
+        return self._queued_bytes
+
     # -- receiving -----------------------------------------------------------
 
     async def receive(self) -> Message:
@@ -180,6 +203,12 @@ class Reader:
                 else:
                     blocked = await self._wait() or blocked
             message = messages.pop(0)
+            # length(message), inlined for the common case: bytes or ASCII text.
+            self._queued_bytes -= (
+                len(message)  # type: ignore[arg-type]  # whole: see below
+                if type(message) is bytes or message.isascii()  # type: ignore[union-attr]
+                else length(message)
+            )
             if not blocked:  # taken: this checkpoint cannot lose it
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
@@ -193,6 +222,9 @@ class Reader:
         there to read): the caller owes the scheduler a checkpoint."""
         if self.ended:
             raise NotOpen
+        if self._protocol.backlog and not self._reading:
+            self.process_backlog()  # parsing only: any task may, even on TLS
+            return False
         if self.direct and not self._reading and not self._urgent:
             return await self._read_once()
         await self._park_receiver()
@@ -205,7 +237,7 @@ class Reader:
         messages = self._messages
         while not messages:
             blocked = await self._wait() or blocked
-        item = messages.pop(0)
+        item = self._pop()
         if not blocked:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return item
@@ -215,8 +247,10 @@ class Reader:
         self._receivers -= 1
         if self._receivers == 0 and self._task_wait is _Wait.RECEIVERS:
             self._wake_task(delay=True)
-        if self._task_wait is _Wait.SPACE and len(self._messages) < self._max_queue:
-            self._wake_task()
+        if self._task_wait is _Wait.SPACE and not self._full():
+            # As above: a receiver that just took a message will likely be
+            # back to read for itself.
+            self._wake_task(delay=self.direct)
 
     # -- messages received as streams -------------------------------------------
 
@@ -234,7 +268,7 @@ class Reader:
                 if messages:
                     await trio.lowlevel.checkpoint()
                 if messages and type(messages[0]) is not Piece:
-                    whole = messages.pop(0)
+                    whole = self._pop()
                     self._end_stream()
                     return whole
                 first = self._protocol.request_stream()
@@ -242,7 +276,7 @@ class Reader:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return first
                 if messages:
-                    return messages.pop(0)
+                    return self._pop()
                 return await self._next_queued()
             except BaseException:
                 self._protocol.cancel_stream_request()
@@ -259,7 +293,7 @@ class Reader:
         try:
             if messages:
                 await trio.lowlevel.checkpoint()
-            piece = messages.pop(0) if messages else await self._next_queued()
+            piece = self._pop() if messages else await self._next_queued()
         finally:
             self._left()
         assert type(piece) is Piece
@@ -271,7 +305,7 @@ class Reader:
         """The stream's receiver left before its last piece: drop the rest."""
         messages = self._messages
         while messages and type(messages[0]) is Piece:
-            if messages.pop(0).last:  # type: ignore[union-attr]
+            if self._pop().last:  # type: ignore[union-attr]
                 break
         else:
             self._protocol.drop_stream()  # the rest is dropped as it arrives
@@ -290,6 +324,8 @@ class Reader:
                 messages.insert(0, joined)
                 return
         if parts:
+            # The message goes back to being assembled: out of the queue.
+            self._queued_bytes -= sum(map(length, parts))
             self._protocol.unstream(parts)
 
     def _end_stream(self) -> None:
@@ -368,9 +404,27 @@ class Reader:
         return blocked
 
     def process(self, data: bytes | bytearray) -> None:
-        """Feed bytes read from the stream (or left over from the handshake)."""
+        """Feed bytes read from the stream (or left over from the handshake).
+        What does not fit in the queue stays unparsed (see process_backlog)."""
+        self._take(self._protocol.receive_data(data, *self._room()))
+
+    def process_backlog(self) -> None:
+        """Parse what the protocol kept back when the queue was full."""
+        self._take(self._protocol.resume(*self._room()))
+
+    def _room(self) -> tuple[float, float]:
+        """How much more the queue takes: bytes, messages (no limit once
+        ended: whatever comes is dropped)."""
+        if self.ended:
+            return math.inf, math.inf
+        return (
+            self._max_queue_bytes - self._queued_bytes,
+            self._max_queue - len(self._messages),
+        )
+
+    def _take(self, items: list[Incoming]) -> None:
         messages = self._messages
-        for item in self._protocol.receive_data(data):
+        for item in items:
             kind = type(item)
             if kind is str:
                 self.text_in += 1
@@ -389,6 +443,7 @@ class Reader:
                 self.discarded += 1
             else:
                 messages.append(item)  # type: ignore[arg-type]
+                self._queued_bytes += length(item)  # type: ignore[arg-type]  # a message or piece
 
     def _after_read(self) -> None:
         self._unpark_receivers()
@@ -412,7 +467,7 @@ class Reader:
         self._task_wait = _Wait.NONE
         while not self.eof:
             if not self._urgent:
-                if len(self._messages) >= self._max_queue and not self.ended:
+                if self._full() and not self.ended:
                     self._task_wait = _Wait.SPACE
                     await lot.park()
                     self.resumed_at = trio.current_time()  # woken: there is room
@@ -432,6 +487,11 @@ class Reader:
             if self._reading:
                 self._task_wait = _Wait.OTHER_READER
                 await lot.park()
+                continue
+            if self._protocol.backlog:
+                self.process_backlog()
+                self._unpark_receivers()
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 continue
             if not await self._read_once():
                 await trio.lowlevel.cancel_shielded_checkpoint()

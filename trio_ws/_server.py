@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from ._accept import AcceptFailures, accept_connections
 from ._close import CloseCode
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, consists_of, split_off
@@ -55,10 +56,12 @@ class Server:
             process_request=process_request,
             subprotocols=tuple(subprotocols),
             origins=None if origins is None else tuple(origins),
-            at_capacity=self._at_capacity,
+            reserve_slot=self._reserve_slot,
             options=options,
         )
         self._connections: set[WebSocket] = set()
+        #: The tasks of the handshakes holding a slot under max_connections.
+        self._reserved: set[trio.lowlevel.Task] = set()
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self._accepted = 0
@@ -93,9 +96,18 @@ class Server:
             traffic=self._closed_traffic + traffic,
         )
 
-    def _at_capacity(self) -> bool:
+    def _reserve_slot(self) -> bool:
+        """HandshakePolicy.reserve_slot: hold one of the max_connections slots
+        for the handshake running in this task, or return False when open
+        connections and handshakes holding a slot fill them all. Check and
+        reservation are one step, with no checkpoint in between."""
         limit = self._max_connections
-        return limit is not None and len(self._connections) >= limit
+        if limit is None:
+            return True
+        if len(self._connections) + len(self._reserved) >= limit:
+            return False
+        self._reserved.add(trio.lowlevel.current_task())
+        return True
 
     async def aclose(self) -> None:
         """Stop the server: stop listening, close every connection with 1001
@@ -113,78 +125,97 @@ class Server:
         try:
             with trio.CancelScope() as self._scope:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(trio.serve_listeners, self._handle_stream, self.listeners)
+                    failures = AcceptFailures()
+                    for listener in self.listeners:
+                        await nursery.start(
+                            accept_connections, listener, nursery, self._handle_stream, failures
+                        )
                     for port in sorted(set(self.ports)):
                         logger.info("listening on port %d", port)
                     task_status.started(self)
         finally:
+            for listener in self.listeners:
+                listener.socket.close()  # one whose loop never started
             self._done.set()
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
-        """One connection, in the task serve_listeners started for it: the
+        """One connection, in the task the accept loop started for it: the
         opening handshake, the handler, the close. The handler's part is
         written out here rather than in helpers: an idle connection waits
         under this frame, and each frame on that stack costs about 200 bytes.
-        Nothing one connection does may take the server down."""
+        Nothing one connection does may take the server down.
+
+        Cancellation (the server stopping): the handler is cancelled, the
+        connection closed with 1001; the stream is closed on every path."""
         try:
-            ws = await self._open(stream)
-        except Exception:
-            logger.exception("internal error while opening a connection")
-            await trio.aclose_forcefully(stream)
-            return
-        if ws is None:
-            return
-        self._accepted += 1
-        self._connections.add(ws)
-        try:
-            async with trio.open_nursery() as nursery:
-                ws._start_background(nursery)
-                code: int = CloseCode.NORMAL_CLOSURE
-                reason = ""
-                cause: str | None = None
-                try:
-                    await self._handler(ws)
-                except BaseException as exc:
-                    # A closed connection (the peer left) and a shutdown are
-                    # not handler failures; anything else is, even in a group.
-                    cancelled, rest = split_off(exc, trio.Cancelled)
-                    _, failure = split_off(rest, ConnectionClosed)
-                    if failure is not None:
-                        if not consists_of(failure, Exception):
-                            raise  # KeyboardInterrupt and the like
-                        ws._log.error("connection handler raised", exc_info=failure)
-                        code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
-                        cause = f"application error: handler raised {failure!r}"
-                    if cancelled is not None:
-                        raise cancelled from None
-                finally:
-                    if trio.current_effective_deadline() == -math.inf:
-                        # The server is being cancelled (shut down).
-                        code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
-                        cause = "server shutdown"
-                    with trio.CancelScope(shield=True):
-                        await ws._close(code, reason, cause)
-        except Exception:
-            logger.exception("internal error while serving a connection")
-            await trio.aclose_forcefully(stream)
+            try:
+                ws = await self._open(stream)
+            except Exception:
+                logger.exception("internal error while opening a connection")
+                return
+            if ws is None:
+                return
+            # No checkpoint since _open released the slot: it is this connection's.
+            self._accepted += 1
+            self._connections.add(ws)
+            try:
+                async with trio.open_nursery() as nursery:
+                    ws._start_background(nursery)
+                    code: int = CloseCode.NORMAL_CLOSURE
+                    reason = ""
+                    cause: str | None = None
+                    try:
+                        await self._handler(ws)
+                    except BaseException as exc:
+                        # A closed connection (the peer left) and a shutdown are
+                        # not handler failures; anything else is, even in a group.
+                        cancelled, rest = split_off(exc, trio.Cancelled)
+                        _, failure = split_off(rest, ConnectionClosed)
+                        if failure is not None:
+                            if not consists_of(failure, Exception):
+                                raise  # KeyboardInterrupt and the like
+                            ws._log.error("connection handler raised", exc_info=failure)
+                            code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+                            cause = f"application error: handler raised {failure!r}"
+                        if cancelled is not None:
+                            raise cancelled from None
+                    finally:
+                        if trio.current_effective_deadline() == -math.inf:
+                            # The server is being cancelled (shut down).
+                            code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
+                            cause = "server shutdown"
+                        with trio.CancelScope(shield=True):
+                            await ws._close(code, reason, cause)
+            except Exception:
+                logger.exception("internal error while serving a connection")
+            finally:
+                self._connections.discard(ws)
+                info = ws.close_info
+                end_code = info.code if info is not None else CloseCode.ABNORMAL_CLOSURE
+                self._close_codes[end_code] += 1
+                self._closed_traffic = self._closed_traffic + ws._traffic()
         finally:
-            self._connections.discard(ws)
-            info = ws.close_info
-            self._close_codes[info.code if info is not None else CloseCode.ABNORMAL_CLOSURE] += 1
-            self._closed_traffic = self._closed_traffic + ws._traffic()
+            await trio.aclose_forcefully(stream)
 
     async def _open(self, stream: trio.SocketStream) -> WebSocket | None:
         """The opening handshake (TLS first, if any), within ``open_timeout``:
-        the open connection, or None once the stream is closed."""
+        the open connection, or None if it did not open (the caller closes the
+        stream). The slot the handshake may hold under ``max_connections`` is
+        released here on every path; the caller adds an open connection to
+        ``_connections`` before its next checkpoint, so the slot passes to it.
+
+        Cancellation: propagates, after the slot is released."""
         outcome: WebSocket | str = "handshake_failed"
         try:
             with trio.move_on_after(self.options.open_seconds):
                 outcome = await self._handshake(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             logger.debug("handshake failed: %s", exc)
+        finally:
+            if self._reserved:
+                self._reserved.discard(trio.lowlevel.current_task())
         if isinstance(outcome, str):
             self._rejected[outcome] += 1
-            await trio.aclose_forcefully(stream)
             return None
         return outcome
 
@@ -238,8 +269,12 @@ async def serve(
     upgrade whose Origin header is not an exact string of the list, or does
     not fully match one of its ``re.Pattern`` entries, gets 403 (a ``None``
     entry admits requests without an Origin, as non-browser clients send).
-    ``max_connections`` caps the open connections: beyond it, upgrades get
-    503 with ``Retry-After``. Both are checked before ``process_request``.
+    ``max_connections`` caps the open connections, handshakes in progress
+    included: an upgrade takes a slot before ``process_request`` runs and
+    gives it back if it does not open; beyond it, upgrades get 503 with
+    ``Retry-After``. Both are checked before ``process_request``.
+    When accept() fails for lack of file descriptors or memory, the server
+    waits (up to 1 s) and retries, logging a warning at most every 10 s.
     The other keyword arguments are :class:`Options`.
     """
     if max_connections is not None and (

@@ -7,6 +7,8 @@ and produces the 101 response.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import inspect
 import logging
 import re
@@ -61,7 +63,10 @@ def response_bytes(response: Response) -> bytes:
     return _send_response(conn, response)
 
 
-def _send_response(conn: h11.Connection, response: Response) -> bytes:
+def _send_response(conn: h11.Connection, response: Response, *, head: bool = False) -> bytes:
+    """Serialise ``response`` on ``conn``, closing the connection. With
+    ``head`` (the request was HEAD) the body is left out, while
+    Content-Length stays that of the body, as for the same GET."""
     headers = [
         (name, value)
         for name, value in response.headers
@@ -76,7 +81,9 @@ def _send_response(conn: h11.Connection, response: Response) -> bytes:
     data = conn.send(
         h11.Response(status_code=response.status_code, headers=headers, reason=reason)
     )
-    data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+    data = data or b""
+    if not head:
+        data += conn.send(h11.Data(data=response.body)) or b""
     return data + (conn.send(h11.EndOfMessage()) or b"")
 
 
@@ -109,6 +116,83 @@ async def _read_request(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Re
             conn.receive_data(bytes(data))
         else:  # pragma: no cover - h11 yields nothing else before a request
             raise h11.RemoteProtocolError("unexpected HTTP event", error_status_hint=400)
+
+
+def _client_error_status(hint: int) -> int:
+    """The status for a request h11 could not parse: h11's hint when it is a
+    4xx, else 400. (h11 hints 501 for an unsupported Transfer-Encoding; the
+    client's mistake gets a 4xx, so that nobody retries it as a server fault.)"""
+    return hint if 400 <= hint < 500 else 400
+
+
+#: Header fields of an upgrade that wsproto decodes as ASCII.
+_ASCII_FIELDS = (b"connection", b"sec-websocket-protocol", b"sec-websocket-extensions")
+#: Header fields an upgrade request must not repeat (RFC 6455 11.3.1, 11.3.5).
+_SINGLE_FIELDS = (b"sec-websocket-key", b"sec-websocket-version")
+
+
+def _valid_key(key: bytes) -> bool:
+    """Whether a Sec-WebSocket-Key is base64 of 16 bytes (RFC 6455 4.1)."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+def _valid_host(host: bytes) -> bool:
+    """Whether a Host header is ASCII that wsproto can decode as IDNA."""
+    if not host.isascii():
+        return False
+    try:
+        host.decode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _upgrade_problem(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """What is wrong with an upgrade request's header fields, for the 400
+    answer (the checks wsproto leaves out, or fails on with an exception), or
+    None. ``headers`` come from h11, names lowercased."""
+    names = [name for name, _ in headers]
+    for name in _SINGLE_FIELDS:
+        if names.count(name) > 1:
+            return f"more than one {name.decode()} header"
+    for name, value in headers:
+        if name in _ASCII_FIELDS and not value.isascii():
+            return f"the {name.decode()} header is not ASCII"
+        if name == b"host" and not _valid_host(value):
+            return "the Host header is not a valid host name"
+        if name == b"sec-websocket-key" and not _valid_key(value):
+            return "Sec-WebSocket-Key must be 16 bytes in base64"
+    return None
+
+
+def _start_upgrade(event: h11.Request) -> WSConnection | Response:
+    """Hand a validated upgrade request to wsproto: its connection, ready to
+    accept, or the 4xx answer to a malformed request (logged at DEBUG)."""
+    problem = _upgrade_problem(event.headers)
+    if problem is not None:
+        logger.debug("bad upgrade request: %s", problem)
+        return _error(400, problem)
+    wsconn = WSConnection(ConnectionType.SERVER)
+    try:
+        wsconn.initiate_upgrade_connection(event.headers.raw_items(), event.target)
+        ws_request = next(wsconn.events())
+        assert isinstance(ws_request, WSRequest)
+    except RemoteProtocolError as exc:
+        hint = exc.event_hint
+        status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        if status == 426:  # wsproto says "missing" for a wrong version too
+            exc = RemoteProtocolError("unsupported Sec-WebSocket-Version: only 13 is spoken")
+        extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
+        logger.debug("bad upgrade request: %s", exc)
+        return _error(status, str(exc), extra)
+    except (ValueError, h11.ProtocolError) as exc:  # pragma: no cover - defence in depth
+        # Input the checks above missed (none known): the client's fault still.
+        logger.debug("bad upgrade request: %r", exc)
+        return _error(400, "malformed upgrade request")
+    return wsconn
 
 
 def _request_of(event: h11.Request) -> Request:
@@ -166,8 +250,10 @@ class HandshakePolicy:
     subprotocols: Sequence[str]
     #: None: any Origin. Else the Origins allowed to upgrade (see OriginRule).
     origins: Sequence[OriginRule] | None
-    #: Called for each upgrade: True when the server may take no more connections.
-    at_capacity: Callable[[], bool]
+    #: Called for each upgrade, before process_request, in the task running
+    #: accept_handshake: reserves a connection slot for this handshake and
+    #: returns True, or returns False when the server may take no more.
+    reserve_slot: Callable[[], bool]
     options: Options
 
 
@@ -184,7 +270,7 @@ async def _screen(
         if policy.origins is not None and not origin_allowed(request.origin, policy.origins):
             logger.info("refused an upgrade from origin %r", request.origin)
             return "origin", _error(403, "this Origin is not allowed")
-        if policy.at_capacity():
+        if not policy.reserve_slot():
             retry = [("Retry-After", str(RETRY_AFTER))]
             return "capacity", _error(503, "the server is full; try again later", retry)
     decision = await _process(request, policy.process_request)
@@ -222,34 +308,40 @@ async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> 
     """Read the request and answer it. Return the open WebSocket, or the
     reason it was not opened (a ServerStats.rejected key) once the answer is
     sent; the caller then closes the stream. Not bounded in time: the caller
-    applies ``open_timeout``."""
+    applies ``open_timeout``.
+
+    Bad input from the client gets a 4xx answer and at most one log line,
+    at DEBUG or INFO, never an exception: a request h11 cannot parse gets
+    400 (431 when too large), an upgrade with a malformed Host, Connection,
+    Sec-WebSocket-Protocol, -Extensions, -Key or -Version gets 400 (426 for
+    an unsupported version). A permessage-deflate offer the server cannot
+    accept is declined, and the connection opens uncompressed. ERROR is kept
+    for bugs: process_request raising or returning garbage gets a 500.
+
+    A HEAD request is answered as the same GET would be (process_request
+    sees it with method "HEAD"), with the same status and headers,
+    Content-Length included, and no body. A HEAD never upgrades: with
+    upgrade headers it gets 405 with ``Allow: GET``, like any other method."""
     try:
         h11conn, event, trailing = await _read_request(stream)
     except _ClientLeft:
         return "handshake_failed"
     except h11.RemoteProtocolError as exc:
         logger.debug("bad HTTP request: %s", exc)
-        await stream.send_all(response_bytes(_error(exc.error_status_hint or 400, str(exc))))
+        status = _client_error_status(exc.error_status_hint)
+        await stream.send_all(response_bytes(_error(status, str(exc))))
         return "bad_request"
     request = _request_of(event)
+    head = event.method == b"HEAD"
     decision = await _screen(request, event.http_version, policy)
     if isinstance(decision, tuple):
         reason, response = decision
-        await _answer(stream, h11conn, response)
+        await _answer(stream, h11conn, response, head=head)
         return reason
 
-    wsconn = WSConnection(ConnectionType.SERVER)
-    try:
-        wsconn.initiate_upgrade_connection(event.headers.raw_items(), event.target)
-        ws_request = next(wsconn.events())
-        assert isinstance(ws_request, WSRequest)
-    except RemoteProtocolError as exc:
-        hint = exc.event_hint
-        status = hint.status_code if isinstance(hint, RejectConnection) else 400
-        if status == 426:  # wsproto says "missing" for a wrong version too
-            exc = RemoteProtocolError("unsupported Sec-WebSocket-Version: only 13 is spoken")
-        extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
-        await _answer(stream, h11conn, _error(status, str(exc), extra))
+    wsconn = _start_upgrade(event)
+    if isinstance(wsconn, Response):
+        await _answer(stream, h11conn, wsconn)
         return "bad_request"
 
     try:
@@ -285,9 +377,13 @@ async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> 
     )
 
 
-async def _answer(stream: trio.abc.Stream, h11conn: h11.Connection, response: Response) -> None:
+async def _answer(
+    stream: trio.abc.Stream, h11conn: h11.Connection, response: Response, *, head: bool = False
+) -> None:
+    """Send ``response`` (without its body when ``head``); one that h11
+    refuses, which process_request built, becomes a 500."""
     try:
-        data = _send_response(h11conn, response)
+        data = _send_response(h11conn, response, head=head)
     except h11.LocalProtocolError:
         logger.exception("process_request returned an invalid response")
         data = response_bytes(_error(500, "the server built an invalid response"))

@@ -50,6 +50,8 @@ class ConnectionStats:
     traffic: Traffic
     #: Messages received and not yet taken by receive().
     pending_in: int
+    #: The memory those messages take, as ``max_queue_bytes`` counts it.
+    pending_in_bytes: int
     #: Frames waiting to be written, and the bytes of queued broadcast messages.
     pending_out: int
     pending_out_bytes: int

@@ -63,6 +63,7 @@ class Kind(enum.Enum):
     CLOSE = 5
     RAW = 6  # bytes already framed (the rest of a frame a cancelled send began)
     FRAGMENT = 8  # one frame of a streamed message: (data, last, compress)
+    EOF = 9  # shut the sending side down (after everything before it)
 
 
 class _State(enum.Enum):
@@ -137,6 +138,7 @@ class Writer:
         "_jobs",
         "_lot",
         "_on_broken",
+        "_pong",
         "_protocol",
         "_queued_bytes",
         "_running",
@@ -188,6 +190,8 @@ class Writer:
         self.binary_out = 0
         self.bytes_out = 0
         self._queued_bytes = 0
+        # The pong queued and not yet started, if any (see post_pong).
+        self._pong: _Job | None = None
         #: Set when the connection starts closing: broadcasts skip it.
         self.closing = False
         #: The task whose receive() let other tasks run since its last send():
@@ -356,10 +360,26 @@ class Writer:
         self._wake()
 
     def post(self, kind: Kind, payload: Any) -> None:
-        """Queue a frame for the writer task without waiting (pongs, close replies)."""
+        """Queue a frame for the writer task without waiting (keepalive pings)."""
         if self.broken is not None:
             return
         self._jobs.append(_Job(kind, payload, None))
+        if not self._busy:
+            self._wake()
+
+    def post_pong(self, payload: bytes) -> None:
+        """Queue a pong for the writer task without waiting. While one is
+        still waiting to be written, it just takes this newer payload (RFC
+        6455 5.5.3 allows answering only the most recent ping): a peer that
+        sends pings and never reads holds one pong here, not one per ping."""
+        pong = self._pong
+        if pong is not None and pong.state is _State.QUEUED:
+            pong.payload = payload
+            return
+        if self.broken is not None:
+            return
+        self._pong = _Job(Kind.PONG, payload, None)
+        self._jobs.append(self._pong)
         if not self._busy:
             self._wake()
 
@@ -542,6 +562,8 @@ class Writer:
                 if job.state is _State.CANCELLED:
                     continue
                 job.state = _State.STARTED
+                if job is self._pong:
+                    self._pong = None
                 try:
                     await self._write_job(job)
                 finally:
@@ -555,6 +577,10 @@ class Writer:
             self._busy = False
 
     async def _write_job(self, job: _Job) -> None:
+        if job.kind is Kind.EOF:
+            await self._shut_down()
+            self._finish(job, outcome.Value(None))
+            return
         try:
             data = self._encode(job.kind, job.payload)
         except Exception as exc:
@@ -568,6 +594,44 @@ class Writer:
             else:
                 self.bytes_out += _size(data)
         self._finish(job, outcome.Value(None))
+
+    async def shut_down(self) -> None:
+        """Send end-of-file on a half-closeable stream, once every frame
+        queued before has been written, holding the write lock like a frame
+        (so it never runs while a frame is being written). Afterwards nothing
+        more is written. Raises :class:`NotOpen` if the stream broke first.
+        Cancellation: if cancelled while waiting its turn, nothing is sent."""
+        if not self._busy and not self._jobs:
+            # Nothing is being written: now (after a failed write too, since
+            # the stream may still take an end-of-file).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._busy = True
+            try:
+                await self._shut_down()
+            except STREAM_ERRORS as exc:
+                self._break(exc)
+                raise NotOpen from exc
+            finally:
+                self._release()
+            return
+        if self.broken is not None:
+            await trio.lowlevel.checkpoint()
+            raise NotOpen
+        job = _Job(Kind.EOF, None, trio.lowlevel.current_task())
+        self._jobs.append(job)
+        if not self._busy:
+            self._wake()
+        await self._wait_for(job)
+
+    async def _shut_down(self) -> None:
+        """Send end-of-file, after every frame queued before it; nothing is
+        written after it (later frames fail with NotOpen)."""
+        stream = self._stream
+        try:
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+        finally:
+            self.fail_all(NotOpen())
 
     @staticmethod
     def _finish(job: _Job, result: outcome.Outcome[None]) -> None:
