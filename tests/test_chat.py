@@ -21,6 +21,7 @@ from server_helpers import http_exchange
 
 import trio_ws
 from trio_ws._cli import chat_module
+from trio_ws._test_hooks import socket_of
 
 ROOT = Path(__file__).resolve().parent.parent
 chat = chat_module("server")
@@ -98,7 +99,9 @@ async def test_rooms_through_the_protocol(nursery: trio.Nursery) -> None:
     assert (await cid.next())["text"] == "gg"
 
     # A connection that vanishes leaves every room it was in.
-    await trio.aclose_forcefully(ann.ws._stream)
+    sock = socket_of(ann.ws)
+    assert sock is not None
+    sock.close()
     assert await cid.next() == {"type": "left", "room": "games", "name": "ann"}
     assert (await bob.join("lobby", "bob"))["members"] == ["bob"]
     assert (await cid.join("lobby", "cid"))["members"] == ["bob", "cid"]

@@ -20,6 +20,7 @@ from wsproto.events import CloseConnection, TextMessage
 
 import trio_ws
 from trio_ws._reader import READ_SIZE
+from trio_ws._test_hooks import pings_waiting, set_socket_buffers, socket_of
 
 
 async def test_echo_text_and_binary(echo_server: trio_ws.Server) -> None:
@@ -172,11 +173,7 @@ async def test_cancelled_receive_loop_over_tls_loses_nothing(
 
 
 def _shrink_buffers(ws: trio_ws.WebSocket, size: int = 16384) -> None:
-    stream: Any = ws._stream
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    set_socket_buffers(ws, send=size, receive=size)
 
 
 async def _cancelled_big_send(pair: Pair) -> None:
@@ -300,7 +297,7 @@ async def test_backpressure_stops_reading_when_queue_is_full(pair_factory: Any) 
             sent += 1
     assert scope.cancelled_caught
     # At most max_queue messages, plus what the last read (64 KiB) carried.
-    assert pair.server._reader.queued <= 4 + READ_SIZE // len(message)
+    assert pair.server.stats().pending_in <= 4 + READ_SIZE // len(message)
     # Memory stays bounded: a few hundred KiB at most, not everything sent.
     assert sent < 200
     # Reading again resumes the flow; every message arrives, in order.
@@ -397,7 +394,9 @@ async def test_close_waits_at_most_close_timeout(
 
 async def test_peer_vanishing_gives_1006(pair_factory: Any) -> None:
     pair: Pair = await pair_factory()
-    await pair.client._stream.aclose()  # the TCP connection just ends
+    sock = socket_of(pair.client)
+    assert sock is not None
+    sock.close()  # the TCP connection just ends
     with pytest.raises(trio_ws.ConnectionClosed) as info:
         await pair.server.receive()
     assert info.value.code == 1006
@@ -407,7 +406,8 @@ async def test_peer_vanishing_gives_1006(pair_factory: Any) -> None:
 
 async def test_peer_reset_gives_1006(pair_factory: Any) -> None:
     pair: Pair = await pair_factory()
-    sock = pair.client._stream.socket
+    sock = socket_of(pair.client)
+    assert sock is not None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()  # RST
     with pytest.raises(trio_ws.ConnectionClosed) as info:
@@ -526,7 +526,8 @@ async def test_tls_peer_reset_during_a_blocked_send(nursery: trio.Nursery, tls: 
         nursery, f"wss://127.0.0.1:{server.port}/", ssl_context=tls.client_context
     )
     await client.receive()  # the server is sending; it will soon block
-    raw = client._stream.transport_stream.socket
+    raw = socket_of(client)  # under the TLS stream
+    assert raw is not None
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01" + b"\x00" * 7)
     raw.close()  # RST under the TLS stream
     info = await recorder.closed()
@@ -546,7 +547,7 @@ async def test_ping_payloads_cannot_be_shared(nursery: trio.Nursery) -> None:
         with pytest.raises(ValueError, match="already waiting"):
             await ws.ping(b"same")
         pinging.cancel_scope.cancel()
-    assert not ws._pings  # the cancelled ping left nothing behind
+    assert pings_waiting(ws) == 0  # the cancelled ping left nothing behind
     await raw.aclose()
 
 

@@ -16,8 +16,9 @@ from rawpeer import BINARY, TEXT, RawClient, frame
 from wsproto.extensions import PerMessageDeflate
 
 import trio_ws
-from trio_ws._protocol import encode_shared, shared_frame
-from trio_ws._writer import OFFERED
+from trio_ws import _delivery
+from trio_ws._lifecycle import delivery_of
+from trio_ws._test_hooks import holds_compressor, negotiated_deflate
 
 TEXT_MESSAGE = "compress me, compress me, compress me please " * 40
 RANDOM = random.Random(5).randbytes(20_000)
@@ -42,7 +43,7 @@ async def test_every_pairing_of_settings(
 ) -> None:
     server = await start_server(nursery, compression=server_setting)
     async with trio_ws.connect(url_of(server), compression=client_setting) as ws:
-        negotiated = ws._protocol.deflate is not None
+        negotiated = negotiated_deflate(ws) is not None
         assert negotiated == (server_setting is not None and client_setting is not None)
         for message in (TEXT_MESSAGE, RANDOM, "tiny", b"", "é" * 3000, TEXT_MESSAGE):
             await ws.send(message)
@@ -117,10 +118,10 @@ async def test_server_keeps_no_compressor_between_messages(nursery: trio.Nursery
         await ws.send(TEXT_MESSAGE)
         assert await ws.receive() == TEXT_MESSAGE
         remote = await recorder.connection()
-        assert remote._protocol.deflate is not None
-        assert remote._protocol.deflate._compressor is None  # server_no_context_takeover
-        assert ws._protocol.deflate is not None
-        assert ws._protocol.deflate._compressor is not None  # the client keeps its context
+        assert negotiated_deflate(remote) is not None
+        assert not holds_compressor(remote)  # server_no_context_takeover
+        assert negotiated_deflate(ws) is not None
+        assert holds_compressor(ws)  # the client keeps its context
 
 
 async def test_broadcast_is_compressed_once_for_a_group(
@@ -132,18 +133,21 @@ async def test_broadcast_is_compressed_once_for_a_group(
     plain = await trio_ws.start_connection(nursery, url_of(server), compression=None)
     remotes = [await recorder.connection() for _ in range(4)]
     framed = []
-    original = shared_frame.__globals__["_framer"]
+    original = _delivery._framer
 
     def counting(key: Any) -> Any:
         framed.append(key)
         return original(key)
 
-    monkeypatch.setitem(shared_frame.__globals__, "_framer", counting)
-    shared_frame.__globals__["_framers"].clear()
+    monkeypatch.setattr(_delivery, "_framer", counting)
+    framings = _delivery.Framings()
     message = TEXT_MESSAGE + "broadcast"
-    frame_bytes = encode_shared(message)
+    frame_bytes = framings.plain(message)
     for remote in remotes:
-        assert remote._offer(message, frame_bytes, len(message), 100, 2**20) == OFFERED
+        offered = delivery_of(remote).offer(
+            message, frame_bytes, len(message), 100, 2**20, framings
+        )
+        assert offered is _delivery.Outcome.QUEUED
     for ws in [*clients, plain]:
         assert await ws.receive() == message
     # One plain framing, one deflate framing: not one per connection.
@@ -180,7 +184,7 @@ async def test_our_client_against_websockets_server(nursery: trio.Nursery) -> No
         port = server.listeners[0].socket.getsockname()[1]
         for setting in SETTINGS:
             async with trio_ws.connect(f"ws://127.0.0.1:{port}/", compression=setting) as ws:
-                assert (ws._protocol.deflate is not None) == (
+                assert (negotiated_deflate(ws) is not None) == (
                     compression is not None and setting is not None
                 )
                 for message in (TEXT_MESSAGE, RANDOM, "é" * 2000, b"", TEXT_MESSAGE):

@@ -15,6 +15,7 @@ from conftest import Firehose, Pair, Recorder, start_server
 from rawpeer import RawClient
 
 import trio_ws
+from trio_ws._test_hooks import pings_waiting, set_socket_buffers
 
 
 def stamped(number: int, size: int) -> bytes:
@@ -43,8 +44,7 @@ async def test_cancellation_storm_leaves_the_connection_usable(
         server_options={**no_keepalive, "max_queue": 4}, **no_keepalive
     )
     for ws in (pair.client, pair.server):
-        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        set_socket_buffers(ws, send=16384, receive=16384)
     rng = random.Random(seed)
     scopes: list[trio.CancelScope] = []
     sent_ok: set[int] = set()
@@ -111,7 +111,7 @@ async def test_cancelled_pings_do_not_break_anything(
     async with trio.open_nursery() as nursery:
         for _ in range(200):
             nursery.start_soon(pinger)
-    assert not pair.client._pings  # no waiter left behind
+    assert pings_waiting(pair.client) == 0  # no waiter left behind
     assert await pair.client.ping() >= 0
 
 

@@ -43,7 +43,7 @@ from trio_ws._protocol import (
 # phase: it traces every line and takes minutes over a failing example.
 FUZZ = settings(
     phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    max_examples=250,
+    max_examples=200,
     deadline=None,
     derandomize=True,
     database=None,
@@ -322,16 +322,16 @@ def drive(
 
 def check(got: list[Item], expected: list[Item], complete: bool = True) -> None:
     """``got`` equals ``expected`` (only its start when not ``complete``),
-    except that a frame header can be refused (1009, parser unusable) before
-    its payload comes, where ``expected`` has the failure the payload brings
-    (after any pings and pongs between that frame and the one it shows)."""
+    except that a message can be refused as too big (1009) as soon as a frame
+    header or the first part of a payload shows it, where ``expected`` has
+    the failure its whole payload brings (maybe after pings and pongs that
+    came between): the connection is failed there, what follows is moot."""
     for i, item in enumerate(got):
         if i < len(expected) and item == expected[i]:
             continue
         if not complete and i >= len(expected):
             return
-        assert item == ("fail", 1009, False), (i, got, expected)
-        assert i == len(got) - 1, (i, got, expected)
+        assert item[:2] == ("fail", 1009), (i, got, expected)
         rest = [e[0] for e in expected[i:]]
         assert "fail" in rest, (i, got, expected)
         assert set(rest[: rest.index("fail")]) <= {"ping", "pong"}, (i, got, expected)
@@ -494,18 +494,17 @@ noise = st.binary(min_size=1, max_size=40).map(lambda data: [Noise(data)])
 
 
 @st.composite
-def streams(draw: st.DrawFn, flood: bool = False, with_noise: bool = True) -> list[Part]:
+def streams(draw: st.DrawFn) -> list[Part]:
     kinds = [
-        messages(flood),
-        messages(flood),
         messages(),
+        messages(),
+        messages(flood=True),
         controls(),
         closes(),
         hostile(),
         hostile(),
+        noise,
     ]
-    if with_noise:
-        kinds.append(noise)
     items = draw(st.lists(st.one_of(kinds), min_size=1, max_size=6))
     if draw(st.integers(0, 5)) == 0:
         items.append(draw(huge()))

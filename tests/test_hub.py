@@ -14,7 +14,8 @@ from conftest import all_tasks, open_fds, start_server, url_of
 from rawpeer import RawClient
 
 import trio_ws
-from trio_ws import _hub
+from trio_ws._delivery import Framings
+from trio_ws._test_hooks import set_socket_buffers, socket_of
 
 RST_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
@@ -207,13 +208,13 @@ async def test_message_is_framed_once_per_broadcast(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     framed: list[bytes] = []
-    real = _hub.encode_shared
+    real = Framings.plain
 
-    def counting(message: Any) -> bytes:
-        framed.append(real(message))
+    def counting(self: Framings, message: Any) -> bytes:
+        framed.append(real(self, message))
         return framed[-1]
 
-    monkeypatch.setattr(_hub, "encode_shared", counting)
+    monkeypatch.setattr(Framings, "plain", counting)
     async with trio_ws.open_hub() as hub:
         registrar = Registrar(hub)
         server = await start_server(nursery, registrar)
@@ -279,6 +280,14 @@ def numbered(i: int) -> bytes:
     return i.to_bytes(4, "big") + b"." * 1020  # 1 KiB
 
 
+def break_sending(ws: trio_ws.WebSocket) -> None:
+    """Shut ``ws``'s socket down for writing, under it: its next write
+    fails (EPIPE), and it notices nothing until then."""
+    sock = socket_of(ws)
+    assert sock is not None
+    sock.shutdown(socket.SHUT_WR)
+
+
 async def stalled_client(port: int) -> RawClient:
     """A client that completed the handshake and will never read again."""
     raw = await RawClient.connect(port, "/stalled")
@@ -293,7 +302,7 @@ async def test_slow_consumer_never_delays_the_others(
     async def body(ws: trio_ws.WebSocket, member: trio_ws.Member) -> None:
         if ws.path == "/stalled":
             # Small kernel buffers, so the hub's queue is what fills up.
-            ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+            set_socket_buffers(ws, send=4096)
         await ws.wait_closed()
 
     received: dict[int, list[int]] = {}
@@ -323,7 +332,7 @@ async def test_slow_consumer_never_delays_the_others(
             dealt_with_at = None
             for i in range(MESSAGES):  # 1 KiB every 5 ms
                 hub.broadcast(numbered(i))
-                deepest = max(deepest, stalled.ws._writer.queued_bytes)
+                deepest = max(deepest, stalled.ws.stats().pending_out_bytes)
                 if dealt_with_at is None and (stalled.ws.closing or stalled.drops):
                     dealt_with_at = trio.current_time() - start
                 await trio.sleep(0.005)
@@ -363,7 +372,7 @@ async def test_slow_consumer_never_delays_the_others(
 
 async def test_frame_limit_applies_too(nursery: trio.Nursery) -> None:
     async def body(ws: trio_ws.WebSocket, member: trio_ws.Member) -> None:
-        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+        set_socket_buffers(ws, send=4096)
         await ws.wait_closed()
 
     async with trio_ws.open_hub(max_pending=3, max_pending_bytes=None, policy="drop") as hub:
@@ -374,7 +383,7 @@ async def test_frame_limit_applies_too(nursery: trio.Nursery) -> None:
         member = registrar.members["/stalled"]
         for _ in range(40):
             hub.broadcast(b"\xff" * 65536)
-            assert member.ws._writer.queued <= 3
+            assert member.ws.stats().pending_out <= 3
         assert member.drops > 0
         assert not hub.send_to(member, "does not fit either")
         stats = hub.stats()
@@ -434,8 +443,10 @@ async def test_broken_stream_leaves_the_hub(nursery: trio.Nursery) -> None:
         await registrar.until(1)
         member = registrar.members["/"]
 
-        # The stream broke under the writer, and the connection has not yet noticed.
-        member.ws._writer.broken = OSError("broken pipe")
+        # The stream breaks under the writer (its sending side is shut down
+        # under it: the next write fails with EPIPE), and the connection has
+        # not yet noticed.
+        break_sending(member.ws)
         assert not hub.send_to(member, "x")
         assert not member.active
         assert hub.connections == ()
@@ -443,7 +454,7 @@ async def test_broken_stream_leaves_the_hub(nursery: trio.Nursery) -> None:
         other = await trio_ws.start_connection(nursery, url_of(server, "/other"))
         await registrar.until(2)
         member = registrar.members["/other"]
-        member.ws._writer.broken = OSError("broken pipe")
+        break_sending(member.ws)
         assert hub.broadcast("x") == 0
         assert not member.active
         await other.aclose()

@@ -14,6 +14,12 @@ from rawpeer import RawClient
 
 import trio_ws
 from trio_ws._keepalive import Keepalive, Ping, Step
+from trio_ws._test_hooks import (
+    background_tasks,
+    guarded_scopes,
+    reading_paused,
+    set_socket_buffers,
+)
 
 FAST = {"ping_interval": 1, "ping_timeout": 1, "close_timeout": 1}
 
@@ -75,7 +81,7 @@ async def test_stalled_writer_is_closed_in_bounded_time(
     server = await start_server(nursery, recorder, **FAST)
     raw = await RawClient.connect(server.port)
     shrink(raw.stream.socket)
-    shrink((await recorder.connection())._stream.socket)
+    set_socket_buffers(await recorder.connection(), send=4096, receive=4096)
     start = trio.current_time()
     info = await recorder.closed()
     elapsed = trio.current_time() - start
@@ -107,7 +113,7 @@ async def test_paused_reading_is_not_a_dead_peer(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flood)
         await trio.sleep(20)  # twenty keepalive intervals without receiving
-        assert pair.client._reader.paused
+        assert reading_paused(pair.client)
         assert not pair.client.closed
         for _ in range(count):
             assert await pair.client.receive() == message
@@ -189,17 +195,15 @@ async def test_idle_connection_has_one_background_task(pair_factory: Any) -> Non
     # The server's connection: its background task (reading while the handler
     # does not, and keepalive). The client of start_connection: none beside
     # the task that owns its nursery, which does that work itself.
-    assert pair.server._nursery is not None
-    assert pair.client._nursery is not None
-    assert len(pair.server._nursery.child_tasks) == 1
-    assert len(pair.client._nursery.child_tasks) == 0
+    assert background_tasks(pair.server) == 1
+    assert background_tasks(pair.client) == 0
     # Pongs are written by a writer task started on demand, which ends when
     # done; the scopes of ended tasks are not kept.
     for _ in range(50):
         await pair.client.ping()
     await trio.testing.wait_all_tasks_blocked()
-    assert len(pair.server._nursery.child_tasks) == 1
-    assert len(pair.server._task_scopes) == 1
+    assert background_tasks(pair.server) == 1
+    assert guarded_scopes(pair.server) == 1
     assert pair.client.latency is not None
 
 
@@ -207,8 +211,7 @@ async def test_connect_block_has_one_background_task(echo_server: trio_ws.Server
     async with trio_ws.connect(url_of(echo_server)) as ws:
         await ws.send("hi")
         assert await ws.receive() == "hi"
-        assert ws._nursery is not None
-        assert len(ws._nursery.child_tasks) == 1
+        assert background_tasks(ws) == 1
 
 
 async def test_keepalive_over_tls(
@@ -224,9 +227,8 @@ async def test_keepalive_over_tls(
         await trio.sleep(10)
         assert ws.latency is not None
         assert (await recorder.connection()).latency is not None
-        assert ws._nursery is not None
         # reader, writer (permanent on TLS) and keepalive
-        assert len(ws._nursery.child_tasks) == 3
+        assert background_tasks(ws) == 3
         await ws.send("still alive")
     info = await recorder.closed()
     assert info.code == 1000

@@ -1,21 +1,38 @@
-"""The incoming side under hostile input: what a peer can make a connection
-hold in memory, over real loopback sockets (see trio_ws/_reader.py and the
-limits in docs/security.md)."""
+"""The incoming side (trio_ws/_reader.py).
+
+First under hostile input: what a peer can make a connection hold in
+memory, over real loopback sockets (see the limits in docs/security.md).
+Then unit tests of :class:`Reader` alone, on memory streams.
+"""
 
 from __future__ import annotations
 
+import math
 import struct
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import trio
 import trio.testing
 from conftest import Recorder, start_server, url_of
-from rawpeer import BINARY, CONTINUATION, TEXT, RawClient, frame
+from rawpeer import BINARY, CONTINUATION, PING, TEXT, RawClient, frame
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage
 
 import trio_ws
-from trio_ws._protocol import FRAME_MIN_CHARGE, FREE_FRAMES
+from trio_ws._deflate import DeflateExtension
+from trio_ws._protocol import (
+    FRAME_MIN_CHARGE,
+    FREE_FRAMES,
+    Incoming,
+    Piece,
+    PingReceived,
+    Protocol,
+)
+from trio_ws._reader import Reader
+from trio_ws._writer import NotOpen
 
 MiB = 2**20
 
@@ -254,3 +271,265 @@ async def test_queued_bytes_count_what_messages_take(nursery: trio.Nursery) -> N
     assert await ws.receive() == "next"
     assert ws.stats().pending_in_bytes == 0
     await client.aclose()
+
+
+# -- unit tests: the Reader alone, on memory streams ------------------------------
+#
+# A server-side Reader reads what a test writes to the other end of a
+# trio.testing stream pair. On memory streams the reader is not "direct":
+# only its task (Reader.run, started in the test's nursery) reads, and
+# receivers wait for it. lockstep_stream_pair() makes the other end's
+# send_all() wait until the reader has read: that is where a paused reader
+# shows.
+
+
+class ReaderRig:
+    """A Reader on one end of a stream pair, its task running in ``nursery``;
+    ``peer`` is the other end. Control events and end-of-file reports are
+    collected in ``events`` and ``eofs``."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        max_queue: int = 16,
+        max_queue_bytes: float = math.inf,
+        lockstep: bool = False,
+        deflate: DeflateExtension | None = None,
+    ) -> None:
+        pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+        ours, self.peer = pair()
+        extensions = [deflate] if deflate is not None else None
+        self.protocol = Protocol(Connection(ConnectionType.SERVER, extensions), None, deflate)
+        self.events: list[Incoming] = []
+        self.eofs: list[BaseException | None] = []
+        self.reader = Reader(
+            ours, self.protocol, max_queue, self.events.append, self.eofs.append, max_queue_bytes
+        )
+        assert not self.reader.direct
+        nursery.start_soon(self.reader.run)
+
+
+def compressing_client() -> tuple[DeflateExtension, Connection]:
+    """A server's negotiated permessage-deflate extension, and a client-side
+    wsproto connection that compresses what it sends to it."""
+    server = trio_ws.Deflate().extension(client=False, max_message_size=None)
+    response = server.accept("permessage-deflate")
+    assert isinstance(response, str)
+    client = trio_ws.Deflate().extension(client=True, max_message_size=None)
+    client.finalize(f"permessage-deflate; {response}")
+    return server, Connection(ConnectionType.CLIENT, [client])
+
+
+async def test_reader_hands_out_messages_in_order(nursery: trio.Nursery) -> None:
+    rig = ReaderRig(nursery)
+    wire = (
+        frame(TEXT, b"one")
+        + frame(BINARY, b"two")
+        + frame(TEXT, b"thr", fin=False)
+        + frame(PING, b"p")  # a control frame between two fragments
+        + frame(CONTINUATION, b"ee")
+        + frame(TEXT, "é".encode())
+    )
+    # Frames cut across reads, down to a byte, come out the same.
+    for start in range(0, len(wire), 3):
+        await rig.peer.send_all(wire[start : start + 3])
+        await trio.testing.wait_all_tasks_blocked()
+    assert [await rig.reader.receive() for _ in range(4)] == ["one", b"two", "three", "é"]
+    assert rig.events == [PingReceived(b"p")]
+    reader = rig.reader
+    assert (reader.text_in, reader.binary_in, reader.bytes_read) == (3, 1, len(wire))
+    assert (reader.queued, reader.queued_bytes) == (0, 0)
+    assert rig.eofs == []
+
+
+async def test_reader_cancelled_receive_loses_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    rig = ReaderRig(nursery, max_queue=4)
+    reader = rig.reader
+    # Cancelled with a message queued: it takes nothing.
+    await rig.peer.send_all(frame(TEXT, b"kept"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert reader.queued == 1
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await reader.receive()
+    assert scope.cancelled_caught
+    assert reader.queued == 1
+    assert await reader.receive() == "kept"
+    # Cancelled while waiting: the message that comes next is still there.
+    with trio.move_on_after(1) as scope:
+        await reader.receive()
+    assert scope.cancelled_caught
+    await rig.peer.send_all(frame(TEXT, b"next"))
+    assert await reader.receive() == "next"
+
+    # Receives cut short at every moment relative to the arrivals (mock
+    # time): each message is taken exactly once, in order.
+    count = 200
+
+    async def peer() -> None:
+        for i in range(count):
+            await rig.peer.send_all(frame(TEXT, str(i).encode()))
+            await trio.sleep(0.001 * (i % 4))
+
+    nursery.start_soon(peer)
+    got: list[str | bytes] = []
+    cancelled = 0
+    while len(got) < count:
+        with trio.move_on_after(0.0015) as scope:
+            got.append(await reader.receive())
+        cancelled += scope.cancelled_caught
+    assert got == [str(i) for i in range(count)]
+    assert cancelled > 10
+    assert reader.queued == 0
+
+
+@pytest.mark.parametrize(
+    ("max_queue", "max_queue_bytes", "full"),
+    [(2, math.inf, 2), (100, 25, 3)],
+    ids=["messages", "bytes"],
+)
+async def test_reader_pauses_when_the_queue_is_full(
+    nursery: trio.Nursery, max_queue: int, max_queue_bytes: float, full: int
+) -> None:
+    """max_queue messages, or max_queue_bytes bytes, queued: nothing more is
+    read (the other end's send_all blocks) until a receive makes room."""
+    rig = ReaderRig(nursery, max_queue=max_queue, max_queue_bytes=max_queue_bytes, lockstep=True)
+    reader = rig.reader
+    count = 6
+    sent = 0
+
+    async def peer() -> None:
+        nonlocal sent
+        for i in range(count):
+            await rig.peer.send_all(frame(BINARY, bytes([i]) * 10))
+            sent += 1
+
+    nursery.start_soon(peer)
+    await trio.testing.wait_all_tasks_blocked()
+    assert reader.paused
+    assert (reader.queued, reader.queued_bytes) == (full, 10 * full)
+    assert sent == full  # the next send_all waits: nobody reads it
+    for i in range(count):
+        assert await reader.receive() == bytes([i]) * 10
+        await trio.testing.wait_all_tasks_blocked()
+        # Room for one: one more read, then paused again.
+        assert sent == min(full + i + 1, count)
+        assert reader.queued == min(full, count - i - 1)
+    assert not reader.paused
+
+
+async def test_reader_inflates_a_compressed_backlog_only_as_room_frees(
+    nursery: trio.Nursery,
+) -> None:
+    """A read that brings far more than the queue takes (compressed data):
+    it is all read, but only parsed (and inflated) as receives make room."""
+    deflate, client = compressing_client()
+    rig = ReaderRig(nursery, max_queue=100, max_queue_bytes=3000, deflate=deflate)
+    reader = rig.reader
+    wire = b"".join(client.send(BytesMessage(bytes([i]) * 1000)) for i in range(20))
+    assert len(wire) < 1000  # 20 KB of messages, compressed
+    await rig.peer.send_all(wire)
+    await trio.testing.wait_all_tasks_blocked()
+    assert reader.bytes_read == len(wire)  # every byte read...
+    assert (reader.queued, reader.queued_bytes) == (3, 3000)  # ...3 messages inflated
+    assert rig.protocol.backlog
+    for i in range(20):
+        assert await reader.receive() == bytes([i]) * 1000
+        await trio.testing.wait_all_tasks_blocked()
+        assert reader.queued_bytes == min(3000, 1000 * (19 - i))
+    assert not rig.protocol.backlog
+
+
+async def test_reader_end_of_file_after_the_queued_messages(nursery: trio.Nursery) -> None:
+    rig = ReaderRig(nursery)
+    reader = rig.reader
+    outcomes: list[str | bytes] = []
+
+    async def waiting_receiver() -> None:
+        try:
+            outcomes.append(await reader.receive())
+        except NotOpen:
+            outcomes.append("NotOpen")
+
+    async with trio.open_nursery() as waiting:
+        for _ in range(3):
+            waiting.start_soon(waiting_receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        # Two messages, then end-of-file, in one read: the receivers
+        # already waiting take the messages; the third gets NotOpen.
+        await rig.peer.send_all(frame(TEXT, b"a") + frame(TEXT, b"b"))
+        await rig.peer.send_eof()
+    assert sorted(outcomes) == ["NotOpen", "a", "b"]  # type: ignore[type-var]
+    assert reader.eof
+    assert reader.ended
+    assert rig.eofs == [None]
+
+    rig = ReaderRig(nursery)
+    await rig.peer.send_all(frame(TEXT, b"a") + frame(TEXT, b"b"))
+    await rig.peer.send_eof()
+    with trio.fail_after(1):
+        await rig.reader.wait_eof()
+    # Queued messages are still handed out, then NotOpen, every time.
+    assert await rig.reader.receive() == "a"
+    assert await rig.reader.receive() == "b"
+    for _ in range(2):
+        with pytest.raises(NotOpen):
+            await rig.reader.receive()
+
+
+async def test_reader_streams_a_message_in_pieces(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    rig = ReaderRig(nursery)
+    reader = rig.reader
+    # Claimed before it starts: every frame is a piece.
+    pieces: list[Piece | str | bytes] = []
+
+    async def take_stream() -> None:
+        pieces.append(await reader.start_stream())
+        while not pieces[-1].last:  # type: ignore[union-attr]
+            pieces.append(await reader.next_piece())
+
+    async with trio.open_nursery() as taking:
+        taking.start_soon(take_stream)
+        await trio.testing.wait_all_tasks_blocked()
+        for part in (frame(TEXT, b"ab", fin=False), frame(CONTINUATION, b"cd", fin=False)):
+            await rig.peer.send_all(part)
+            await trio.testing.wait_all_tasks_blocked()
+        await rig.peer.send_all(frame(CONTINUATION, b"ef") + frame(TEXT, b"whole"))
+    assert pieces == [Piece("ab", False), Piece("cd", False), Piece("ef", True)]
+    assert await reader.receive() == "whole"
+
+    # Claimed half-way: what arrived so far is the first piece.
+    await rig.peer.send_all(
+        frame(BINARY, b"12", fin=False) + frame(CONTINUATION, b"34", fin=False)
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    assert await reader.start_stream() == Piece(b"1234", False)
+    await rig.peer.send_all(frame(CONTINUATION, b"56"))
+    assert await reader.next_piece() == Piece(b"56", True)
+
+    # Abandoned after its first piece: the queued pieces and those still to
+    # come are dropped; the next message is whole.
+    await rig.peer.send_all(frame(TEXT, b"x", fin=False))
+    await trio.testing.wait_all_tasks_blocked()
+    assert await reader.start_stream() == Piece("x", False)
+    await rig.peer.send_all(frame(CONTINUATION, b"y", fin=False))
+    await trio.testing.wait_all_tasks_blocked()
+    assert reader.queued == 1
+    reader.abandon_stream()
+    await rig.peer.send_all(frame(CONTINUATION, b"z", fin=False) + frame(CONTINUATION, b"!"))
+    await rig.peer.send_all(frame(TEXT, b"after"))
+    assert await reader.receive() == "after"
+
+    # A claim cancelled before its message started takes nothing: the
+    # message is received whole.
+    with trio.move_on_after(1) as scope:
+        await reader.start_stream()
+    assert scope.cancelled_caught
+    await rig.peer.send_all(frame(TEXT, b"hel", fin=False) + frame(CONTINUATION, b"lo"))
+    assert await reader.receive() == "hello"
+    assert (reader.queued, reader.queued_bytes) == (0, 0)

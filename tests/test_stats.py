@@ -1,4 +1,4 @@
-"""Counters: per connection and per server; the broadcast hooks of the core."""
+"""Counters: per connection and per server."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import Pair, Recorder, echo, start_server, url_of
+from conftest import Pair, echo, start_server, url_of
 from server_helpers import http_exchange
 
 import trio_ws
-from trio_ws._protocol import encode_shared
-from trio_ws._writer import CLOSED, FULL, OFFERED
 
 
 async def test_connection_stats(pair_factory: Any) -> None:
@@ -71,26 +69,3 @@ async def test_missing_origin_refused_unless_allowed(nursery: trio.Nursery) -> N
     with pytest.raises(trio_ws.ConnectionRejected) as refused:
         await trio_ws.start_connection(nursery, url_of(server))
     assert refused.value.status_code == 403
-
-
-async def test_broadcast_hooks_keep_order_with_send(nursery: trio.Nursery) -> None:
-    recorder = Recorder()
-    server = await start_server(nursery, recorder)
-    async with trio_ws.connect(url_of(server)) as ws:
-        remote = await recorder.connection()
-        frame = encode_shared("shared")
-        limits = (100, 2**20)  # frames, bytes
-        assert remote._offer("shared", frame, len("shared"), *limits) == OFFERED
-        assert remote._offer(b"bytes", encode_shared(b"bytes"), 5, *limits) == OFFERED
-        await remote.send("direct")  # queued behind the broadcasts: order kept
-        assert [await ws.receive() for _ in range(3)] == ["shared", b"bytes", "direct"]
-        assert remote.stats().traffic.messages_out == 3
-        # Shedding drops what is queued and closes.
-        remote._writer._busy = True  # hold the queue still
-        assert remote._offer("dropped", encode_shared("dropped"), 7, *limits) == OFFERED
-        assert remote._writer.queued_bytes == 7
-        assert remote._offer("full", encode_shared("full"), 4, 1, 2**20) == FULL
-        remote._writer._busy = False
-        assert remote._shed_and_close(1013, "too slow", "fell behind") == 1
-        assert remote._offer("late", encode_shared("late"), 4, *limits) == CLOSED
-        assert (await ws.wait_closed()).code == 1013

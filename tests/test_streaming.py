@@ -14,6 +14,7 @@ from rawpeer import BINARY, CONTINUATION, PING, TEXT, RawClient, frame
 
 import trio_ws
 from trio_ws._reader import READ_SIZE
+from trio_ws._test_hooks import negotiated_deflate
 
 
 async def chunks_slowly(parts: list[bytes]) -> AsyncIterator[bytes]:
@@ -249,7 +250,7 @@ async def test_pings_between_compressed_fragments(nursery: trio.Nursery) -> None
     server = await start_server(nursery, recorder)
     async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
         remote = await recorder.connection()
-        assert remote._protocol.deflate is not None
+        assert negotiated_deflate(remote) is not None
 
         async def parts() -> AsyncIterator[str]:
             for i in range(4):

@@ -10,6 +10,7 @@ import trio
 from conftest import Recorder, start_server
 
 import trio_ws
+from trio_ws._test_hooks import background_tasks
 
 
 async def test_wss_echo(nursery: trio.Nursery, tls: Any) -> None:
@@ -75,8 +76,7 @@ async def test_start_connection_over_tls_closes_with_1001_when_cancelled(
     async with trio.open_nursery() as owner:
         ws = await trio_ws.start_connection(owner, url, ssl_context=tls.client_context)
         await ws.send("hello")
-        assert ws._nursery is not None
-        assert len(ws._nursery.child_tasks) == 3  # reader, writer, keepalive
+        assert background_tasks(ws) == 3  # reader, writer, keepalive
         owner.cancel_scope.cancel()
     assert ws.close_code == 1001
     info = await recorder.closed()

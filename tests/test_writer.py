@@ -1,21 +1,30 @@
-"""The outgoing side under hostile peers, over real loopback sockets: pongs
-owed to a peer that never reads, and end-of-file while frames are still
-being written (see trio_ws/_writer.py)."""
+"""The outgoing side (trio_ws/_writer.py).
+
+First under hostile peers, over real loopback sockets: pongs owed to a peer
+that never reads, and end-of-file while frames are still being written.
+Then unit tests of :class:`Writer` alone, on memory streams.
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
 import tracemalloc
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from conftest import Recorder, start_server
 from rawpeer import PING, RawClient, frame
-from wsproto.events import Pong
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 import trio_ws
+from trio_ws._delivery import Framings, Outcome
+from trio_ws._protocol import Protocol
+from trio_ws._test_hooks import set_socket_buffers
+from trio_ws._writer import Kind, NotOpen, Writer
 
 #: A ping with the largest payload a control frame may carry.
 BIG_PING = frame(PING, b"p" * 125)
@@ -30,9 +39,7 @@ async def non_reading_client(port: int) -> RawClient:
 
 
 def shrink_send_buffer(ws: trio_ws.WebSocket) -> None:
-    stream = ws._stream
-    assert isinstance(stream, trio.SocketStream)
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    set_socket_buffers(ws, send=4096)
 
 
 async def test_pongs_owed_to_a_non_reading_peer_take_constant_memory(
@@ -151,3 +158,301 @@ async def test_end_of_file_after_the_pongs_when_the_peer_reads(
     assert info.code == 1006
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     await client.aclose()
+
+
+# -- unit tests: the Writer alone, on memory streams ------------------------------
+#
+# A server-side Writer writes to one end of a trio.testing stream pair; the
+# test reads the other end and decodes it with a client-side wsproto
+# connection. On memory streams the writer keeps a permanent writer task
+# (started by Writer.start() through ``spawn``, here in the test's nursery)
+# that writes every frame; callers wait for it. With lockstep_stream_pair()
+# the writer task's send_all() waits until the test reads: that is how a
+# test holds a frame "being written".
+
+
+class WriterRig:
+    """A Writer on one end of a stream pair, its task running in ``nursery``.
+    ``read()`` decodes what reaches the other end; streams broken under the
+    writer are reported in ``breakages``."""
+
+    def __init__(
+        self, nursery: trio.Nursery, *, lockstep: bool = False, frame_size: int | None = None
+    ) -> None:
+        pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+        ours, self.peer = pair()
+        self.breakages: list[BaseException] = []
+        self.writer = Writer(
+            ours,
+            Protocol(Connection(ConnectionType.SERVER), None),
+            self.breakages.append,
+            nursery.start_soon,
+            frame_size,
+        )
+        self.writer.start()
+        self._decoder = Connection(ConnectionType.CLIENT)
+        self._events: list[Event] = []
+        #: Bytes read from the other end so far.
+        self.bytes_in = 0
+
+    async def _receive(self) -> bool:
+        data = await self.peer.receive_some()
+        self.bytes_in += len(data)
+        self._decoder.receive_data(data)
+        self._events.extend(self._decoder.events())
+        return bool(data)
+
+    async def read(self, count: int) -> list[Any]:
+        """The next ``count`` frames, summarised (see :func:`summary`)."""
+        while len(self._events) < count:
+            assert await self._receive(), "end-of-file"
+        events, self._events = self._events[:count], self._events[count:]
+        return [summary(event) for event in events]
+
+    async def read_to_eof(self) -> list[Any]:
+        """Every frame until end-of-file, summarised."""
+        while await self._receive():
+            pass
+        events, self._events = self._events, []
+        return [summary(event) for event in events]
+
+
+def summary(event: Event) -> Any:
+    """A message as its data; control frames as ("ping", payload) and so on."""
+    if isinstance(event, (TextMessage, BytesMessage)):
+        assert event.message_finished
+        return event.data
+    if isinstance(event, Ping):
+        return ("ping", event.payload)
+    if isinstance(event, Pong):
+        return ("pong", event.payload)
+    if isinstance(event, CloseConnection):
+        return ("close", event.code, event.reason)
+    raise AssertionError(event)
+
+
+async def test_writer_writes_frames_in_order(nursery: trio.Nursery) -> None:
+    rig = WriterRig(nursery)
+    writer = rig.writer
+    await writer.send(Kind.MESSAGE, "one")
+    await writer.send(Kind.UNCOMPRESSED, b"two")
+    writer.post(Kind.PING, b"keepalive")
+    await writer.send(Kind.PING, b"p")
+    # Concurrent senders: each frame goes out whole, in the order queued.
+    queued: list[str] = []
+
+    async def sender(i: int) -> None:
+        queued.append(f"c{i}")  # no checkpoint between this and queuing the frame
+        await writer.send(Kind.MESSAGE, f"c{i}")
+
+    async with trio.open_nursery() as senders:
+        for i in range(10):
+            senders.start_soon(sender, i)
+    await writer.send(Kind.CLOSE, (1000, "bye"))
+    assert await rig.read(15) == [
+        "one",
+        b"two",
+        ("ping", b"keepalive"),
+        ("ping", b"p"),
+        *queued,
+        ("close", 1000, "bye"),
+    ]
+    assert (writer.text_out, writer.binary_out) == (11, 1)
+    assert writer.bytes_out == rig.bytes_in
+    assert writer.queued == 0
+    # After the close frame, no message can be framed.
+    with pytest.raises(NotOpen):
+        await writer.send(Kind.MESSAGE, "late")
+
+
+async def test_writer_splits_messages_into_frames_of_frame_size(nursery: trio.Nursery) -> None:
+    rig = WriterRig(nursery, frame_size=4)
+    await rig.writer.send(Kind.MESSAGE, b"0123456789")
+    await rig.writer.send(Kind.MESSAGE, "short")
+    await rig.writer.shut_down()
+    wire = b""
+    while data := await rig.peer.receive_some():
+        wire += data
+    # Three frames of 4 + 4 + 2 bytes (2-byte headers): binary, continuation,
+    # final continuation; then "short" in two frames.
+    assert (wire[0], wire[6], wire[12]) == (0x02, 0x00, 0x80)
+    assert (wire[16], wire[22]) == (0x01, 0x80)
+    assert len(wire) == 16 + 6 + 3
+    decoder = Connection(ConnectionType.CLIENT)
+    decoder.receive_data(wire)
+    pieces = [(event.data, event.message_finished) for event in decoder.events()]  # type: ignore[attr-defined]
+    assert pieces == [
+        (b"0123", False),
+        (b"4567", False),
+        (b"89", True),
+        ("shor", False),
+        ("t", True),
+    ]
+
+
+async def test_writer_cancelled_send_before_any_byte_sends_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    rig = WriterRig(nursery, lockstep=True)
+    writer = rig.writer
+    # Cancelled before it could even wait: nothing is queued.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await writer.send(Kind.MESSAGE, "never")
+    assert scope.cancelled_caught
+    async with trio.open_nursery() as senders:
+        # The writer task blocks writing "first" (nobody reads yet)...
+        senders.start_soon(writer.send, Kind.MESSAGE, "first")
+        await trio.testing.wait_all_tasks_blocked()
+        # ...so "second" waits its turn, and is cancelled there.
+        with trio.move_on_after(1) as scope:
+            await writer.send(Kind.MESSAGE, "second")
+        assert scope.cancelled_caught
+        senders.start_soon(writer.send, Kind.MESSAGE, "third")
+        assert await rig.read(2) == ["first", "third"]
+    assert writer.text_out == 2
+
+
+async def test_writer_keeps_only_the_latest_pong_waiting(nursery: trio.Nursery) -> None:
+    rig = WriterRig(nursery, lockstep=True)
+    writer = rig.writer
+    nursery.start_soon(writer.send, Kind.MESSAGE, "busy")
+    await trio.testing.wait_all_tasks_blocked()  # the writer task is writing "busy"
+    for payload in (b"1", b"2", b"3"):
+        writer.post_pong(payload)
+    assert writer.queued == 1  # one pong waits, with the latest payload
+    assert await rig.read(1) == ["busy"]
+    await trio.testing.wait_all_tasks_blocked()  # the writer task is writing that pong
+    writer.post_pong(b"4")  # too late to change it: a pong of its own
+    writer.post_pong(b"5")
+    assert writer.queued == 1
+    assert await rig.read(2) == [("pong", b"3"), ("pong", b"5")]
+
+
+async def test_writer_shut_down_sends_end_of_file_after_queued_frames(
+    nursery: trio.Nursery,
+) -> None:
+    rig = WriterRig(nursery)
+    writer = rig.writer
+    writer.post(Kind.PING, b"1")
+    writer.enqueue(Kind.MESSAGE, "queued", 6)
+    writer.post_pong(b"2")
+    assert writer.queued == 3  # none written yet: the writer task has not run
+    await writer.shut_down()
+    assert writer.queued == 0
+    assert await rig.read_to_eof() == [("ping", b"1"), "queued", ("pong", b"2")]
+    # Nothing is written after end-of-file.
+    assert writer.broken is not None
+    with pytest.raises(NotOpen):
+        await writer.send(Kind.MESSAGE, "late")
+    assert rig.breakages == []  # not a breakage
+
+
+async def test_writer_shut_down_waits_for_the_frame_being_written(
+    nursery: trio.Nursery,
+) -> None:
+    rig = WriterRig(nursery, lockstep=True)
+    done: list[str] = []
+
+    async def shut_down() -> None:
+        await rig.writer.shut_down()
+        done.append("eof")
+
+    nursery.start_soon(rig.writer.send, Kind.MESSAGE, "being written")
+    await trio.testing.wait_all_tasks_blocked()
+    nursery.start_soon(shut_down)
+    await trio.testing.wait_all_tasks_blocked()
+    assert done == []  # its turn comes after the frame
+    assert await rig.read_to_eof() == ["being written"]
+    await trio.testing.wait_all_tasks_blocked()
+    assert done == ["eof"]
+
+
+async def test_writer_queue_message_and_offer_within_limits(nursery: trio.Nursery) -> None:
+    rig = WriterRig(nursery)
+    writer = rig.writer
+    QUEUED, FULL, CLOSED = Outcome.QUEUED, Outcome.FULL, Outcome.CLOSED
+    f_frame = Framings().plain("f")
+    # The writer task has not run yet: whatever is accepted waits.
+    assert writer.queue_message("a", 10, 3, 100) is QUEUED
+    assert writer.queue_message("b", 10, 3, 100) is QUEUED
+    assert writer.queue_message("x", 81, 3, 100) is FULL  # 20 + 81 bytes > 100
+    assert writer.queue_message("c", 80, 3, 100) is QUEUED  # 100: within
+    assert writer.queue_message("x", 1, 3, 100) is FULL  # 3 frames wait
+    assert writer.offer(f_frame, True, 1, 4, 100) is FULL  # 101 bytes
+    assert (writer.queued, writer.queued_bytes) == (3, 100)
+    await trio.testing.wait_all_tasks_blocked()  # written
+    assert (writer.queued, writer.queued_bytes) == (0, 0)
+    # With nothing waiting, a message over max_bytes still goes.
+    assert writer.queue_message(b"big", 500, 3, 100) is QUEUED
+    await trio.testing.wait_all_tasks_blocked()
+    assert writer.offer(f_frame, True, 1, 3, 100) is QUEUED
+    assert writer.offer(f_frame, True, 1, 0, 100) is FULL  # max_frames 0: never
+    assert await rig.read(5) == ["a", "b", "c", b"big", "f"]
+    assert writer.queued_bytes == 0
+    # Closing: nothing more is queued.
+    writer.closing = True
+    assert writer.queue_message("x", 1, 3, 100) is CLOSED
+    assert writer.offer(f_frame, True, 1, 3, 100) is CLOSED
+    writer.closing = False
+    writer.fail_all(NotOpen())
+    assert writer.queue_message("x", 1, 3, 100) is CLOSED
+    assert writer.offer(f_frame, True, 1, 3, 100) is CLOSED
+
+
+async def test_writer_fail_all_releases_waiting_senders(nursery: trio.Nursery) -> None:
+    rig = WriterRig(nursery, lockstep=True)
+    writer = rig.writer
+    outcomes: dict[str, str] = {}
+
+    async def sender(message: str) -> None:
+        try:
+            await writer.send(Kind.MESSAGE, message)
+            outcomes[message] = "sent"
+        except NotOpen:
+            outcomes[message] = "NotOpen"
+
+    async with trio.open_nursery() as senders:
+        senders.start_soon(sender, "being written")
+        await trio.testing.wait_all_tasks_blocked()
+        for message in ("waits 1", "waits 2"):
+            senders.start_soon(sender, message)
+        await trio.testing.wait_all_tasks_blocked()
+        assert writer.queued == 2
+        error = OSError("the connection is going away")
+        writer.fail_all(error)
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes == {"waits 1": "NotOpen", "waits 2": "NotOpen"}
+        assert writer.queued == 0
+        assert writer.broken is error
+        # The frame already being written is finished: the stream stays whole.
+        assert await rig.read(1) == ["being written"]
+    assert outcomes["being written"] == "sent"
+    with pytest.raises(NotOpen):
+        await writer.send(Kind.MESSAGE, "late")
+    writer.post(Kind.PING, b"")
+    writer.post_pong(b"")
+    assert writer.queued == 0
+    assert rig.breakages == []  # failing is not a breakage report
+
+
+async def test_writer_reports_a_broken_stream_once(nursery: trio.Nursery) -> None:
+    """The other end goes away for real: the write fails, the breakage is
+    reported once through on_broken, and every sender gets NotOpen."""
+    rig = WriterRig(nursery)
+    await rig.peer.aclose()
+    outcomes: list[str] = []
+
+    async def sender() -> None:
+        try:
+            await rig.writer.send(Kind.MESSAGE, "lost")
+        except NotOpen:
+            outcomes.append("NotOpen")
+
+    async with trio.open_nursery() as senders:
+        for _ in range(3):
+            senders.start_soon(sender)
+    assert outcomes == ["NotOpen"] * 3
+    assert len(rig.breakages) == 1
+    assert isinstance(rig.breakages[0], trio.BrokenResourceError)
+    assert rig.writer.broken is rig.breakages[0]

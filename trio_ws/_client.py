@@ -14,6 +14,7 @@ from ._client_handshake import open_websocket_stream
 from ._connection import WebSocket
 from ._errors import HandshakeTimeout
 from ._http import HeadersLike
+from ._lifecycle import run_owned, start_background
 from ._options import Options
 from ._owner import OwnedNursery, close_for_exit, exit_close_frame
 from ._url import parse_url
@@ -94,7 +95,7 @@ class connect:
             self._url, self._subprotocols, self._headers, self._ssl_context, self._options
         )
         nursery = await self._owner.open()
-        ws._start_background(nursery)
+        start_background(ws, nursery)
         self._ws = ws
         return ws
 
@@ -122,30 +123,11 @@ async def _run_client(
 ) -> None:
     ws = await _open(url, subprotocols, headers, ssl_context, options)
     async with trio.open_nursery() as nursery:
-        # On a plain socket this task, which owns the connection's nursery,
-        # does the background work itself (one task fewer per connection):
-        # unshielded, since a cancelled socket read loses nothing, until the
-        # caller's nursery is cancelled; then shielded while it closes. On
-        # TLS the connection's own (shielded) task does it, and this one waits.
-        direct = ws._reader.direct
-        if direct:
-            ws._adopt(nursery)
-        else:
-            ws._start_background(nursery)
-        task_status.started(ws)
         error: BaseException | None = None
         try:
-            if direct:
-                await ws._background(shield=False)
-            else:
-                await ws._wait_closed()
+            await run_owned(ws, nursery, task_status, exit_close_frame)
         except BaseException as exc:
             error = exc
-            if direct:
-                code, reason, cause = exit_close_frame(exc)
-                with trio.CancelScope(shield=True):
-                    ws._start_closing(code, reason, "local", cause)
-                    await ws._background()  # reads the peer's reply
             raise
         finally:
             await close_for_exit(ws, error)

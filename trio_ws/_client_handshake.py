@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator, Sequence
 
+import attrs
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData
@@ -12,6 +13,7 @@ from wsproto.events import Request as WSRequest
 from wsproto.utilities import RemoteProtocolError
 
 from ._connection import WebSocket
+from ._deflate import DeflateExtension
 from ._errors import ConnectFailed, ConnectionRejected, InvalidHandshake, TLSError
 from ._http import Headers, HeadersLike, Request, Response
 from ._options import Options
@@ -109,13 +111,46 @@ def _until_accepted(wsconn: WSConnection) -> Iterator[Event]:
             return
 
 
-async def _handshake(
-    stream: trio.abc.Stream,
-    url: WebSocketURL,
-    subprotocols: list[str],
-    request_headers: Headers,
-    options: Options,
-) -> WebSocket:
+@attrs.frozen
+class _Opening:
+    """The request step's product: the client's wsproto connection, the
+    request's bytes, the request as the WebSocket reports it, and the
+    permessage-deflate offer, if any."""
+
+    wsconn: WSConnection
+    data: bytes
+    request: Request
+    deflate: DeflateExtension | None
+
+
+@attrs.define
+class _Rejection:
+    """A rejection read so far: its status line and headers, and as much of
+    its body as ConnectionRejected keeps (MAX_REJECT_BODY)."""
+
+    event: RejectConnection
+    body: bytearray = attrs.Factory(bytearray)
+
+    def add(self, data: RejectData) -> bool:
+        """Keep a piece of the body; whether the body is now complete, or
+        as much of it as is kept has come."""
+        if len(self.body) < MAX_REJECT_BODY:
+            self.body += data.data[: MAX_REJECT_BODY - len(self.body)]
+        return data.body_finished or len(self.body) >= MAX_REJECT_BODY
+
+    def error(self) -> ConnectionRejected:
+        """The rejection as the exception the caller sees."""
+        return ConnectionRejected(
+            self.event.status_code, Headers.from_raw(self.event.headers), bytes(self.body)
+        )
+
+
+def _build_request(
+    url: WebSocketURL, subprotocols: list[str], request_headers: Headers, options: Options
+) -> _Opening:
+    """Step 1, build the upgrade request: Host and the handshake's fields
+    come from wsproto, the other ``request_headers`` follow; the Request
+    records what was sent, Sec-WebSocket-Protocol included."""
     wsconn = WSConnection(ConnectionType.CLIENT)
     extra = [pair for pair in request_headers.raw() if pair[0].lower() != b"host"]
     deflate = (
@@ -135,58 +170,97 @@ async def _handshake(
     sent = request_headers
     if subprotocols:
         sent = Headers([*sent, ("Sec-WebSocket-Protocol", ", ".join(subprotocols))])
-    request = Request.from_target("GET", url.resource, sent)
-    where = f"{url.host}:{url.port}"
+    return _Opening(wsconn, data, Request.from_target("GET", url.resource, sent), deflate)
+
+
+async def _send_request(stream: trio.abc.Stream, opening: _Opening, where: str) -> None:
+    """Step 1, send the request; a lost connection is ConnectFailed."""
     try:
-        await stream.send_all(data)
+        await stream.send_all(opening.data)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise ConnectFailed(f"connection to {where} lost during the handshake") from exc
 
-    rejection: RejectConnection | None = None
-    body = bytearray()
+
+async def _receive_events(
+    stream: trio.abc.Stream, wsconn: WSConnection, where: str
+) -> list[Event] | None:
+    """Step 2, one read: the handshake events it completes (none after an
+    AcceptConnection), or None at the end of the stream. A lost connection
+    is ConnectFailed; a response wsproto refuses is InvalidHandshake."""
+    try:
+        data = bytes(await stream.receive_some(READ_SIZE))
+    except trio.BrokenResourceError as exc:
+        raise ConnectFailed(f"connection to {where} lost during the handshake") from exc
+    if not data:
+        return None
+    try:
+        wsconn.receive_data(data)
+        # Iterate lazily: frames that came with the 101 must stay in
+        # wsproto's buffer for the connection to read, not be consumed here.
+        return list(_until_accepted(wsconn))
+    except (RemoteProtocolError, ValueError) as exc:
+        # ValueError: what wsproto raises (rather than a protocol error)
+        # for header values it cannot decode or numbers it cannot parse,
+        # such as an extension parameter that is not one.
+        raise InvalidHandshake(f"invalid handshake response from {where}: {exc}") from exc
+
+
+async def _read_response(
+    stream: trio.abc.Stream, wsconn: WSConnection, where: str
+) -> AcceptConnection | _Rejection:
+    """Step 2, read the response: the server's accept, or its rejection with
+    as much of the body as is kept (a body may end with the stream). The
+    stream ending before a response is ConnectFailed."""
+    rejection: _Rejection | None = None
     while True:
-        try:
-            data = bytes(await stream.receive_some(READ_SIZE))
-        except trio.BrokenResourceError as exc:
-            raise ConnectFailed(f"connection to {where} lost during the handshake") from exc
-        if not data:
+        events = await _receive_events(stream, wsconn, where)
+        if events is None:
             if rejection is not None:  # a body delimited by the end of the stream
-                break
+                return rejection
             raise ConnectFailed(f"{where} closed the connection during the handshake")
-        try:
-            wsconn.receive_data(data)
-            # Iterate lazily: frames that came with the 101 must stay in
-            # wsproto's buffer for the connection to read, not be consumed here.
-            events = list(_until_accepted(wsconn))
-        except (RemoteProtocolError, ValueError) as exc:
-            # ValueError: what wsproto raises (rather than a protocol error)
-            # for header values it cannot decode or numbers it cannot parse,
-            # such as an extension parameter that is not one.
-            raise InvalidHandshake(f"invalid handshake response from {where}: {exc}") from exc
         for event in events:
             if isinstance(event, AcceptConnection):
-                assert wsconn.connection is not None
-                return WebSocket(
-                    stream,
-                    Protocol(wsconn.connection, options.max_message_size, deflate),
-                    request=request,
-                    response=Response(101, Headers.from_raw(event.extra_headers)),
-                    subprotocol=event.subprotocol,
-                    options=options,
-                )
+                return event
             if isinstance(event, RejectConnection):
-                rejection = event
+                rejection = _Rejection(event)
                 if not event.has_body:
-                    break
+                    return rejection
             elif isinstance(event, RejectData):
-                if len(body) < MAX_REJECT_BODY:
-                    body += event.data[: MAX_REJECT_BODY - len(body)]
-                if event.body_finished or len(body) >= MAX_REJECT_BODY:
-                    break
-        else:
-            continue
-        break
-    assert rejection is not None
-    raise ConnectionRejected(
-        rejection.status_code, Headers.from_raw(rejection.headers), bytes(body)
+                assert rejection is not None  # wsproto sends RejectConnection first
+                if rejection.add(event):
+                    return rejection
+
+
+def _accepted(
+    stream: trio.abc.Stream, opening: _Opening, accept: AcceptConnection, options: Options
+) -> WebSocket:
+    """Step 3, turn the server's accept into the open WebSocket."""
+    wsconn = opening.wsconn
+    assert wsconn.connection is not None
+    return WebSocket(
+        stream,
+        Protocol(wsconn.connection, options.max_message_size, opening.deflate),
+        request=opening.request,
+        response=Response(101, Headers.from_raw(accept.extra_headers)),
+        subprotocol=accept.subprotocol,
+        options=options,
     )
+
+
+async def _handshake(
+    stream: trio.abc.Stream,
+    url: WebSocketURL,
+    subprotocols: list[str],
+    request_headers: Headers,
+    options: Options,
+) -> WebSocket:
+    """The opening handshake on a connected stream: send the request, read
+    the response, and return the open WebSocket, or raise ConnectionRejected
+    (step 4) for any answer but 101."""
+    opening = _build_request(url, subprotocols, request_headers, options)
+    where = f"{url.host}:{url.port}"
+    await _send_request(stream, opening, where)
+    answer = await _read_response(stream, opening.wsconn, where)
+    if isinstance(answer, _Rejection):
+        raise answer.error()
+    return _accepted(stream, opening, answer, options)

@@ -2,9 +2,10 @@
 
 A hub is a registry of server connections, grouped in rooms, and a way to
 send one message to many of them at once. ``broadcast()`` frames the message
-once and hands the same bytes to every recipient without waiting
-(``Writer.offer``): written at once when the socket takes them and
-nothing is queued ahead, else queued for the connection's own writer task. So
+once and hands the same bytes to every recipient without waiting (through
+each connection's ``Delivery``, see _delivery.py): written at once when the
+socket takes them and nothing is queued ahead, else queued for the
+connection's own writer task. So
 a broadcast never blocks, one client that stops reading delays no one else,
 and ``await ws.send()`` keeps its place among broadcasts to the same
 connection (it waits behind the broadcasts queued before it).
@@ -30,8 +31,8 @@ import trio
 
 from ._close import CloseCode, check_close_code
 from ._connection import WebSocket
-from ._protocol import PLAIN, encode_shared
-from ._writer import FULL, OFFERED
+from ._delivery import Delivery, Framings, Outcome
+from ._lifecycle import delivery_of
 
 __all__ = ["Hub", "HubStats", "Member", "open_hub"]
 
@@ -69,9 +70,12 @@ class Member:
     #: The connection's id (``ws.id``).
     id: int = attrs.field(init=False)
     _rooms: dict[str, None] = attrs.field(factory=dict, init=False, repr=False)
+    # How the hub hands it messages (the connection's side of the seam).
+    _delivery: Delivery = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.id = self.ws.id
+        self._delivery = delivery_of(self.ws)
 
     @property
     def rooms(self) -> tuple[str, ...]:
@@ -178,6 +182,8 @@ class Hub:
         self._deliveries = 0
         self._drops = 0
         self._slow_closes = 0
+        # Frames of the last message broadcast, one per frame key.
+        self._framings = Framings()
 
     def __repr__(self) -> str:
         return (
@@ -212,7 +218,10 @@ class Hub:
             async with trio.open_nursery() as closers:
                 for member in members:
                     closers.start_soon(
-                        member.ws._close, CloseCode.GOING_AWAY, "hub closed", "the hub was closed"
+                        member._delivery.aclose,
+                        CloseCode.GOING_AWAY,
+                        "hub closed",
+                        "the hub was closed",
                     )
 
     def _check_open(self) -> None:
@@ -368,7 +377,8 @@ class Hub:
         """
         self._check_open()
         message = _as_message(message)
-        frame = encode_shared(message)
+        framings = self._framings
+        frame = framings.plain(message)
         self._broadcasts += 1
         if room is None:
             recipients = self._members
@@ -382,18 +392,19 @@ class Hub:
         is_text = type(message) is str
         max_frames, max_bytes = self._limits()
         count = 0
+        queued, full = Outcome.QUEUED, Outcome.FULL
         # _deliver(), inlined: this loop is the whole cost of a broadcast.
         for member in list(recipients.values()):
             if excluded and member.id in excluded:
                 continue
-            ws = member.ws
-            if ws._frame_key is PLAIN:  # the frame as it is: straight to the writer
-                status = ws._writer.offer(frame, is_text, size, max_frames, max_bytes)
+            delivery = member._delivery
+            if delivery.shares_plain_frame:  # the frame as it is: one call
+                status = delivery.offer_frame(frame, is_text, size, max_frames, max_bytes)
             else:
-                status = ws._offer(message, frame, size, max_frames, max_bytes)
-            if status == OFFERED:
+                status = delivery.offer(message, frame, size, max_frames, max_bytes, framings)
+            if status is queued:
                 count += 1
-            elif status == FULL:
+            elif status is full:
                 self._full(member)
             else:
                 self._remove(member)
@@ -423,7 +434,7 @@ class Hub:
         member = self._members.get(_id_of(target))
         if member is None:
             return False
-        frame = encode_shared(message)
+        frame = self._framings.plain(message)
         if not self._deliver(member, message, frame, len(frame)):
             return False
         self._deliveries += 1
@@ -442,12 +453,12 @@ class Hub:
 
     def _deliver(self, member: Member, message: str | bytes, frame: bytes, size: int) -> bool:
         """Queue one message for one member, or apply the policy."""
-        status = member.ws._offer(message, frame, size, *self._limits())
-        if status == FULL:
+        status = member._delivery.offer(message, frame, size, *self._limits(), self._framings)
+        if status is Outcome.FULL:
             self._full(member)
-        elif status != OFFERED:
+        elif status is not Outcome.QUEUED:
             self._remove(member)
-        return status == OFFERED
+        return status is Outcome.QUEUED
 
     def _full(self, member: Member) -> None:
         """A message found ``member``'s queue full: apply the policy."""
@@ -458,12 +469,12 @@ class Hub:
             if member.drops == 1:
                 logger.warning("[conn %d] fell behind: dropping broadcast messages", ws.id)
             return
-        writer = ws._writer
+        delivery = member._delivery
         cause = (
-            f"slow client: {writer.queued} frames ({writer.queued_bytes} bytes) waiting to be "
-            f"written; hub limits {self.max_pending} frames, {self.max_pending_bytes} bytes"
+            f"slow client: {delivery.queued} frames ({delivery.queued_bytes} bytes) waiting to "
+            f"be written; hub limits {self.max_pending} frames, {self.max_pending_bytes} bytes"
         )
-        shed = ws._shed_and_close(self.slow_close_code, SLOW_CLIENT_REASON, cause)
+        shed = delivery.shed_and_close(self.slow_close_code, SLOW_CLIENT_REASON, cause)
         member.drops += shed
         self._drops += shed
         self._slow_closes += 1
@@ -475,9 +486,9 @@ class Hub:
         """A snapshot of the hub's counters and of its connections' queues."""
         queued = queued_bytes = deepest = 0
         for member in self._members.values():
-            writer = member.ws._writer
-            queued += writer.queued
-            depth = writer.queued_bytes
+            delivery = member._delivery
+            queued += delivery.queued
+            depth = delivery.queued_bytes
             queued_bytes += depth
             deepest = max(deepest, depth)
         return HubStats(

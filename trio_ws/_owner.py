@@ -17,6 +17,7 @@ import trio
 from ._close import CloseCode
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, consists_of
+from ._lifecycle import close_explained
 
 __all__ = ["OwnedNursery", "close_for_exit", "exit_close_frame"]
 
@@ -57,4 +58,4 @@ def exit_close_frame(exc: BaseException | None) -> tuple[int, str, str | None]:
 async def close_for_exit(ws: WebSocket, exc: BaseException | None) -> None:
     """Close ``ws`` as its block ended, shielded, within ``close_timeout``."""
     with trio.CancelScope(shield=True):
-        await ws._close(*exit_close_frame(exc))
+        await close_explained(ws, *exit_close_frame(exc))

@@ -14,6 +14,7 @@ from ._client import start_connection
 from ._close import CloseCode
 from ._connection import WebSocket
 from ._errors import PoolTimeout, consists_of
+from ._lifecycle import close_explained
 from ._options import check_connect_options
 from ._owner import OwnedNursery, exit_close_frame
 
@@ -49,7 +50,7 @@ class _Waiter:
 async def _close(ws: WebSocket, code: int, cause: str) -> None:
     """Close ``ws`` (shielded, within its close_timeout), noting why."""
     with trio.CancelScope(shield=True):
-        await ws._close(code, "", cause)
+        await close_explained(ws, code, "", cause)
 
 
 def _usable(ws: WebSocket) -> bool:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Hashable
-from typing import cast
 
 import attrs
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -27,7 +26,8 @@ from wsproto.utilities import LocalProtocolError
 
 from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
-from ._deflate import Deflate, DeflateExtension
+from ._deflate import DeflateExtension
+from ._delivery import PLAIN, deflate_key
 from ._framing import (
     between_messages,
     frame_data,
@@ -45,9 +45,7 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "Protocol",
-    "encode_shared",
     "length",
-    "shared_frame",
 ]
 
 #: A complete WebSocket message: ``str`` for text, ``bytes`` for binary.
@@ -138,64 +136,6 @@ FRAME_MIN_CHARGE = 64
 #: a few strings, not one object each (about 50 bytes apiece); larger pieces
 #: are kept as they came, and joined once, when the message is complete.
 MERGE_BELOW = 4096
-
-
-#: The frame key of server connections without extensions (see Protocol.frame_key).
-PLAIN = ("plain",)
-
-# Server-side wsproto connections used only to frame broadcast messages, one
-# per frame key, and the last message each one framed.
-_framers: dict[Hashable, tuple[Connection, DeflateExtension | None]] = {}
-_last_framed: dict[Hashable, tuple[object, bytes]] = {}
-
-
-def _framer(key: Hashable) -> tuple[Connection, DeflateExtension | None]:
-    if key == PLAIN:
-        return Connection(ConnectionType.SERVER), None
-    _, bits, level, memory_level, min_size = cast("tuple[str, int, int, int, int]", key)
-    settings = Deflate(
-        server_max_window_bits=bits,
-        server_no_context_takeover=True,
-        level=level,
-        memory_level=memory_level,
-        min_size=min_size,
-    )
-    extension = settings.extension(client=False, max_message_size=None)
-    extension.accept("permessage-deflate; server_no_context_takeover")
-    return Connection(ConnectionType.SERVER, [extension]), extension
-
-
-def shared_frame(message: str | bytes | bytearray | memoryview, key: Hashable) -> bytes:
-    """Frame a whole message as every server connection with this frame key
-    would frame it: once per broadcast, not once per recipient. The last
-    message framed for each key is remembered, so a broadcast loop asks
-    for each key's frame once."""
-    last = _last_framed.get(key)
-    if last is not None and last[0] is message:
-        return last[1]
-    framer = _framers.get(key)
-    if framer is None:
-        framer = _framers[key] = _framer(key)
-    connection, extension = framer
-    if extension is not None and len(message) < extension.settings.min_size:
-        extension.skip_next = True
-    if isinstance(message, str):
-        frame = connection.send(TextMessage(data=message))
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        frame = connection.send(BytesMessage(data=bytes(message)))
-    else:
-        raise TypeError(
-            "a WebSocket message is str (text) or bytes-like (binary), not "
-            f"{type(message).__name__}"
-        )
-    _last_framed[key] = (message, frame)
-    return frame
-
-
-def encode_shared(message: str | bytes | bytearray | memoryview) -> bytes:
-    """Frame a whole message once, as any server connection without
-    extensions would frame it (the broadcast path)."""
-    return shared_frame(message, PLAIN)
 
 
 class Protocol:
@@ -622,7 +562,7 @@ class Protocol:
     @property
     def frame_key(self) -> Hashable | None:
         """Connections with the same key frame a message into the same bytes
-        (see :func:`shared_frame`); None when this one's frames are its own
+        (see :class:`Framings`); None when this one's frames are its own
         (a client masks each frame; a compressor that keeps its context
         depends on the messages before)."""
         if self._conn.client:
@@ -633,12 +573,8 @@ class Protocol:
         if not ext.server_no_context_takeover:
             return None
         settings = ext.settings
-        return (
-            "deflate",
-            ext.server_max_window_bits,
-            settings.level,
-            settings.memory_level,
-            settings.min_size,
+        return deflate_key(
+            ext.server_max_window_bits, settings.level, settings.memory_level, settings.min_size
         )
 
     @property

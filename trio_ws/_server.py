@@ -16,6 +16,7 @@ from ._accept import AcceptFailures, accept_connections
 from ._close import CloseCode
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, consists_of, split_off
+from ._lifecycle import close_explained, connection_log, start_background, traffic_of
 from ._options import Options
 from ._server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
 from ._stats import ServerStats, Traffic, total
@@ -87,7 +88,7 @@ class Server:
     def stats(self) -> ServerStats:
         """A snapshot of the server's counters: connections, refusals by
         reason, close codes, and the traffic of all its connections."""
-        traffic = total(ws._traffic() for ws in self._connections)
+        traffic = total(traffic_of(ws) for ws in self._connections)
         return ServerStats(
             open_connections=len(self._connections),
             accepted=self._accepted,
@@ -160,7 +161,7 @@ class Server:
             self._connections.add(ws)
             try:
                 async with trio.open_nursery() as nursery:
-                    ws._start_background(nursery)
+                    start_background(ws, nursery)
                     code: int = CloseCode.NORMAL_CLOSURE
                     reason = ""
                     cause: str | None = None
@@ -174,7 +175,7 @@ class Server:
                         if failure is not None:
                             if not consists_of(failure, Exception):
                                 raise  # KeyboardInterrupt and the like
-                            ws._log.error("connection handler raised", exc_info=failure)
+                            connection_log(ws).error("connection handler raised", exc_info=failure)
                             code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
                             cause = f"application error: handler raised {failure!r}"
                         if cancelled is not None:
@@ -185,7 +186,7 @@ class Server:
                             code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
                             cause = "server shutdown"
                         with trio.CancelScope(shield=True):
-                            await ws._close(code, reason, cause)
+                            await close_explained(ws, code, reason, cause)
             except Exception:
                 logger.exception("internal error while serving a connection")
             finally:
@@ -193,7 +194,7 @@ class Server:
                 info = ws.close_info
                 end_code = info.code if info is not None else CloseCode.ABNORMAL_CLOSURE
                 self._close_codes[end_code] += 1
-                self._closed_traffic = self._closed_traffic + ws._traffic()
+                self._closed_traffic = self._closed_traffic + traffic_of(ws)
         finally:
             await trio.aclose_forcefully(stream)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import inspect
 import logging
 import re
@@ -24,6 +25,7 @@ from wsproto.events import Request as WSRequest
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 from ._connection import WebSocket
+from ._deflate import DeflateExtension
 from ._http import Accept, Headers, Request, Response
 from ._options import Options
 from ._protocol import Protocol
@@ -33,6 +35,8 @@ __all__ = [
     "HandshakePolicy",
     "OriginRule",
     "ProcessRequest",
+    "Refusal",
+    "Refused",
     "accept_handshake",
     "origin_allowed",
     "response_bytes",
@@ -53,6 +57,33 @@ ProcessRequest = Callable[
 
 class _ClientLeft(Exception):
     """The client closed the connection before sending a request."""
+
+
+class Refused(str, enum.Enum):
+    """Why a request was not upgraded: its key in ``ServerStats.rejected``.
+    A str enum, so that each member equals (and hashes as) its plain string."""
+
+    #: An HTTP or upgrade request the server cannot take: a 4xx answer.
+    BAD_REQUEST = "bad_request"
+    #: An Origin that ``origins`` does not allow: 403.
+    ORIGIN = "origin"
+    #: No connection slot left (``max_connections``): 503 with Retry-After.
+    CAPACITY = "capacity"
+    #: An upgrade answered by process_request's Response, or whose Accept
+    #: the server could not send (500).
+    REJECTED = "rejected"
+    #: A plain HTTP request, answered (by process_request, or with 426).
+    HTTP = "http"
+    #: The client left before sending a request: nothing is answered.
+    HANDSHAKE_FAILED = "handshake_failed"
+
+
+@attrs.frozen
+class Refusal:
+    """A step's refusal: the outcome, and the answer to send (None: none)."""
+
+    outcome: Refused
+    response: Response | None
 
 
 def response_bytes(response: Response) -> bytes:
@@ -168,13 +199,14 @@ def _upgrade_problem(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _start_upgrade(event: h11.Request) -> WSConnection | Response:
-    """Hand a validated upgrade request to wsproto: its connection, ready to
-    accept, or the 4xx answer to a malformed request (logged at DEBUG)."""
+def _start_upgrade(event: h11.Request) -> WSConnection | Refusal:
+    """Step 4, validate the upgrade and hand it to wsproto: its connection,
+    ready to accept, or a ``bad_request`` refusal with the 4xx answer to a
+    malformed request (logged at DEBUG)."""
     problem = _upgrade_problem(event.headers)
     if problem is not None:
         logger.debug("bad upgrade request: %s", problem)
-        return _error(400, problem)
+        return Refusal(Refused.BAD_REQUEST, _error(400, problem))
     wsconn = WSConnection(ConnectionType.SERVER)
     try:
         wsconn.initiate_upgrade_connection(event.headers.raw_items(), event.target)
@@ -187,11 +219,11 @@ def _start_upgrade(event: h11.Request) -> WSConnection | Response:
             exc = RemoteProtocolError("unsupported Sec-WebSocket-Version: only 13 is spoken")
         extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
         logger.debug("bad upgrade request: %s", exc)
-        return _error(status, str(exc), extra)
+        return Refusal(Refused.BAD_REQUEST, _error(status, str(exc), extra))
     except (ValueError, h11.ProtocolError) as exc:  # pragma: no cover - defence in depth
         # Input the checks above missed (none known): the client's fault still.
         logger.debug("bad upgrade request: %r", exc)
-        return _error(400, "malformed upgrade request")
+        return Refusal(Refused.BAD_REQUEST, _error(400, "malformed upgrade request"))
     return wsconn
 
 
@@ -257,38 +289,66 @@ class HandshakePolicy:
     options: Options
 
 
-#: A refusal: the reason counted in ServerStats.rejected, and the answer.
-Refusal = tuple[str, Response]
+@attrs.frozen
+class _Received:
+    """The read step's product: the request, the h11 connection that parsed
+    it (and answers it), and the bytes that came after its head."""
+
+    conn: h11.Connection
+    event: h11.Request
+    trailing: bytes
+
+    @property
+    def head(self) -> bool:
+        """Whether the request is a HEAD: its answer goes without a body."""
+        return self.event.method == b"HEAD"
 
 
-async def _screen(
-    request: Request, http_version: bytes, policy: HandshakePolicy
-) -> Refusal | Accept | None:
-    """Decide what to do with a request before the upgrade itself: a refusal,
-    an Accept from process_request, or None to upgrade with the defaults."""
-    if request.is_upgrade:
-        if policy.origins is not None and not origin_allowed(request.origin, policy.origins):
-            logger.info("refused an upgrade from origin %r", request.origin)
-            return "origin", _error(403, "this Origin is not allowed")
-        if not policy.reserve_slot():
-            retry = [("Retry-After", str(RETRY_AFTER))]
-            return "capacity", _error(503, "the server is full; try again later", retry)
-    decision = await _process(request, policy.process_request)
-    if isinstance(decision, Response):
-        return ("rejected" if request.is_upgrade else "http"), decision
+@attrs.frozen
+class _Agreement:
+    """The negotiation step's product: the 101 answer and what it agreed."""
+
+    data: bytes
+    subprotocol: str | None
+    deflate: DeflateExtension | None
+
+
+async def _receive(stream: trio.abc.Stream) -> _Received | Refusal:
+    """Step 1, read the request. Refused: ``handshake_failed``, with nothing
+    to answer, when the client leaves first; ``bad_request`` (400, or 431
+    when too large) when h11 cannot parse it, logged at DEBUG."""
+    try:
+        conn, event, trailing = await _read_request(stream)
+    except _ClientLeft:
+        return Refusal(Refused.HANDSHAKE_FAILED, None)
+    except h11.RemoteProtocolError as exc:
+        logger.debug("bad HTTP request: %s", exc)
+        status = _client_error_status(exc.error_status_hint)
+        return Refusal(Refused.BAD_REQUEST, _error(status, str(exc)))
+    return _Received(conn, event, trailing)
+
+
+def _screen(request: Request, policy: HandshakePolicy) -> Refusal | None:
+    """Step 2, screen an upgrade before process_request sees it: refuse an
+    Origin that is not allowed (403, logged at INFO), then reserve a slot,
+    refusing when the server is full (503). None: go on, as a plain HTTP
+    request always does."""
     if not request.is_upgrade:
-        return "http", _error(426, "this is a WebSocket endpoint", [("Upgrade", "websocket")])
-    if request.method != "GET":
-        return "bad_request", _error(405, "a WebSocket upgrade must use GET", [("Allow", "GET")])
-    if http_version != b"1.1":
-        return "bad_request", _error(400, "a WebSocket upgrade needs HTTP/1.1")
-    return decision
+        return None
+    if policy.origins is not None and not origin_allowed(request.origin, policy.origins):
+        logger.info("refused an upgrade from origin %r", request.origin)
+        return Refusal(Refused.ORIGIN, _error(403, "this Origin is not allowed"))
+    if not policy.reserve_slot():
+        retry = [("Retry-After", str(RETRY_AFTER))]
+        return Refusal(Refused.CAPACITY, _error(503, "the server is full; try again later", retry))
+    return None
 
 
 async def _process(
     request: Request, process_request: ProcessRequest | None
 ) -> Response | Accept | None:
-    """Run process_request, turning its failures into 500 answers."""
+    """Step 3, run process_request, turning its failures into 500 answers
+    (logged at ERROR: a bug in it, not the client's fault)."""
     if process_request is None:
         return None
     try:
@@ -302,6 +362,100 @@ async def _process(
         logger.error("process_request returned %r; expected a Response, an Accept or None", result)
         return _error(500, "the server failed to process the request")
     return result
+
+
+def _decide(
+    request: Request, http_version: bytes, decision: Response | Accept | None
+) -> Refusal | Accept | None:
+    """Step 3's outcome: process_request's Response is sent (``rejected``
+    for an upgrade, ``http`` for plain HTTP); plain HTTP otherwise gets 426;
+    an upgrade that is not a GET over HTTP/1.1 is a ``bad_request``. Else
+    the Accept (or None, for the defaults) to upgrade with."""
+    if isinstance(decision, Response):
+        return Refusal(Refused.REJECTED if request.is_upgrade else Refused.HTTP, decision)
+    if not request.is_upgrade:
+        upgrade = [("Upgrade", "websocket")]
+        return Refusal(Refused.HTTP, _error(426, "this is a WebSocket endpoint", upgrade))
+    if request.method != "GET":
+        allow = [("Allow", "GET")]
+        return Refusal(Refused.BAD_REQUEST, _error(405, "a WebSocket upgrade must use GET", allow))
+    if http_version != b"1.1":
+        return Refusal(Refused.BAD_REQUEST, _error(400, "a WebSocket upgrade needs HTTP/1.1"))
+    return decision
+
+
+def _negotiate(
+    wsconn: WSConnection, request: Request, accept: Accept | None, policy: HandshakePolicy
+) -> _Agreement | Refusal:
+    """Step 5, negotiate: the subprotocol (see _choose_subprotocol) and
+    permessage-deflate (an offer wsproto cannot take is declined), and build
+    the 101 with the Accept's headers. A choice wsproto or h11 refuses is
+    process_request's bug: logged at ERROR and refused with 500."""
+    try:
+        subprotocol = _choose_subprotocol(request, accept, policy.subprotocols)
+        extra_headers = accept.headers.raw() if accept is not None else []
+        compression = policy.options.compression
+        deflate = (
+            compression.extension(client=False, max_message_size=policy.options.max_message_size)
+            if compression is not None
+            else None
+        )
+        data = wsconn.send(
+            AcceptConnection(
+                subprotocol=subprotocol,
+                extra_headers=extra_headers,
+                extensions=[deflate] if deflate is not None else [],
+            )
+        )
+    except (ValueError, ProtocolError, h11.LocalProtocolError):
+        logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
+        return Refusal(Refused.REJECTED, _error(500, "the server failed to accept the upgrade"))
+    return _Agreement(data, subprotocol, deflate)
+
+
+async def _open(
+    stream: trio.abc.Stream,
+    received: _Received,
+    request: Request,
+    wsconn: WSConnection,
+    agreed: _Agreement,
+    options: Options,
+) -> WebSocket:
+    """Step 6, send the 101 and build the open WebSocket, whose first input
+    is whatever the client sent after its request head."""
+    await stream.send_all(agreed.data)
+    assert wsconn.connection is not None
+    protocol = Protocol(wsconn.connection, options.max_message_size, agreed.deflate)
+    return WebSocket(
+        stream,
+        protocol,
+        request=request,
+        subprotocol=agreed.subprotocol,
+        options=options,
+        initial_data=received.trailing,
+    )
+
+
+async def _upgrade(
+    stream: trio.abc.Stream, received: _Received, policy: HandshakePolicy
+) -> WebSocket | Refusal:
+    """Steps 2 to 6 on a request that was read: the open WebSocket, or the
+    first step's refusal."""
+    request = _request_of(received.event)
+    refusal = _screen(request, policy)
+    if refusal is not None:
+        return refusal
+    processed = await _process(request, policy.process_request)
+    decision = _decide(request, received.event.http_version, processed)
+    if isinstance(decision, Refusal):
+        return decision
+    wsconn = _start_upgrade(received.event)
+    if isinstance(wsconn, Refusal):
+        return wsconn
+    agreed = _negotiate(wsconn, request, decision, policy)
+    if isinstance(agreed, Refusal):
+        return agreed
+    return await _open(stream, received, request, wsconn, agreed, policy.options)
 
 
 async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> WebSocket | str:
@@ -322,59 +476,26 @@ async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> 
     sees it with method "HEAD"), with the same status and headers,
     Content-Length included, and no body. A HEAD never upgrades: with
     upgrade headers it gets 405 with ``Allow: GET``, like any other method."""
-    try:
-        h11conn, event, trailing = await _read_request(stream)
-    except _ClientLeft:
-        return "handshake_failed"
-    except h11.RemoteProtocolError as exc:
-        logger.debug("bad HTTP request: %s", exc)
-        status = _client_error_status(exc.error_status_hint)
-        await stream.send_all(response_bytes(_error(status, str(exc))))
-        return "bad_request"
-    request = _request_of(event)
-    head = event.method == b"HEAD"
-    decision = await _screen(request, event.http_version, policy)
-    if isinstance(decision, tuple):
-        reason, response = decision
-        await _answer(stream, h11conn, response, head=head)
-        return reason
+    received = await _receive(stream)
+    if isinstance(received, Refusal):
+        return await _refuse(stream, received, None)
+    opened = await _upgrade(stream, received, policy)
+    if isinstance(opened, Refusal):
+        return await _refuse(stream, opened, received)
+    return opened
 
-    wsconn = _start_upgrade(event)
-    if isinstance(wsconn, Response):
-        await _answer(stream, h11conn, wsconn)
-        return "bad_request"
 
-    try:
-        subprotocol = _choose_subprotocol(request, decision, policy.subprotocols)
-        extra_headers = decision.headers.raw() if decision is not None else []
-        compression = policy.options.compression
-        deflate = (
-            compression.extension(client=False, max_message_size=policy.options.max_message_size)
-            if compression is not None
-            else None
-        )
-        data = wsconn.send(
-            AcceptConnection(
-                subprotocol=subprotocol,
-                extra_headers=extra_headers,
-                extensions=[deflate] if deflate is not None else [],
-            )
-        )
-    except (ValueError, ProtocolError, h11.LocalProtocolError):
-        logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
-        await _answer(stream, h11conn, _error(500, "the server failed to accept the upgrade"))
-        return "rejected"
-    await stream.send_all(data)
-    assert wsconn.connection is not None
-    protocol = Protocol(wsconn.connection, policy.options.max_message_size, deflate)
-    return WebSocket(
-        stream,
-        protocol,
-        request=request,
-        subprotocol=subprotocol,
-        options=policy.options,
-        initial_data=trailing,
-    )
+async def _refuse(stream: trio.abc.Stream, refusal: Refusal, received: _Received | None) -> str:
+    """Send a refusal's answer; return its outcome as the plain string that
+    ServerStats.rejected counts (the one place an outcome leaves). With no
+    request read, the answer is serialised on its own; else on the request's
+    h11 connection, without its body for a HEAD."""
+    if refusal.response is not None:
+        if received is None:
+            await stream.send_all(response_bytes(refusal.response))
+        else:
+            await _answer(stream, received.conn, refusal.response, head=received.head)
+    return refusal.outcome.value
 
 
 async def _answer(

@@ -20,20 +20,31 @@ order they were encoded (which stateful encoders such as compression need).
 
 from __future__ import annotations
 
-import enum
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import outcome
 import trio
 
+from ._delivery import Outcome
 from ._protocol import Protocol
+from ._write_jobs import (
+    _IOV_MAX,
+    _WHOLE_MESSAGES,
+    STREAM_ERRORS,
+    Frames,
+    Kind,
+    NotOpen,
+    Spawn,
+    _Job,
+    _rest,
+    _size,
+    _State,
+    descriptor,
+)
 
 __all__ = [
-    "CLOSED",
-    "FULL",
-    "OFFERED",
     "STREAM_ERRORS",
     "Kind",
     "NotOpen",
@@ -41,89 +52,7 @@ __all__ = [
     "descriptor",
 ]
 
-#: What Writer.offer() and Writer.queue_within() say of a broadcast message.
-OFFERED = 1  # written, or queued for the writer task
-FULL = 0  # the connection's queue is at its limit
-CLOSED = -1  # the connection is closing or its stream broke
-
-#: Exceptions that mean the stream can no longer be written.
-STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
-
-
-class NotOpen(Exception):
-    """The connection state forbids this frame (for example data after close)."""
-
-
-class Kind(enum.Enum):
-    MESSAGE = 1  # a message, framed when it is written
-    UNCOMPRESSED = 7  # the same, never compressed
-    FRAME = 2  # a message already framed: (frame bytes, is_text), shared by a broadcast
-    PING = 3
-    PONG = 4
-    CLOSE = 5
-    RAW = 6  # bytes already framed (the rest of a frame a cancelled send began)
-    FRAGMENT = 8  # one frame of a streamed message: (data, last, compress)
-    EOF = 9  # shut the sending side down (after everything before it)
-
-
-class _State(enum.Enum):
-    QUEUED = 1
-    STARTED = 2
-    CANCELLED = 3
-
-
-class _Job:
-    __slots__ = ("kind", "payload", "size", "state", "task")
-
-    def __init__(
-        self, kind: Kind, payload: Any, task: trio.lowlevel.Task | None, size: int = 0
-    ) -> None:
-        self.kind = kind
-        self.payload = payload
-        self.task = task
-        self.state = _State.QUEUED
-        self.size = size  # counted in queued_bytes while queued
-
-
-#: Whole messages: held back while a streamed message is being written.
-_WHOLE_MESSAGES = frozenset({Kind.MESSAGE, Kind.UNCOMPRESSED, Kind.FRAME})
-
-#: What is written in one go: one frame, or several (a message sent in
-#: frames of at most ``frame_size``), written with one writev call.
-Frames = bytes | memoryview | list[Any]  # list[bytes | memoryview]
-
-#: The most buffers one writev call takes.
-_IOV_MAX = 1024
-
-
-def _size(data: Frames) -> int:
-    return sum(map(len, data)) if type(data) is list else len(data)
-
-
-def _rest(data: Frames, sent: int) -> Frames:
-    """What remains of ``data`` after its first ``sent`` bytes."""
-    if type(data) is not list:
-        return memoryview(data)[sent:]  # type: ignore[arg-type]
-    rest: list[bytes | memoryview] = []
-    for frame in data:
-        if sent >= len(frame):
-            sent -= len(frame)
-        else:
-            rest.append(memoryview(frame)[sent:] if sent else frame)
-            sent = 0
-    return rest
-
-
-#: Starts a task in the connection's nursery (shielded and guarded).
-Spawn = Callable[[Callable[[], Awaitable[None]]], None]
-
-
-def descriptor(stream: trio.abc.Stream) -> int:
-    """The socket's file descriptor when frames can be written to it directly
-    (a plain TCP socket, not on Windows, where os.write cannot write sockets)."""
-    if isinstance(stream, trio.SocketStream) and os.name != "nt":
-        return stream.socket.fileno()
-    return -1
+_QUEUED, _FULL, _CLOSED = Outcome.QUEUED, Outcome.FULL, Outcome.CLOSED
 
 
 class Writer:
@@ -422,43 +351,49 @@ class Writer:
         if not self._busy:
             self._wake()
 
-    def queue_within(
+    def queue_message(
+        self, message: str | bytes, size: int, max_frames: int, max_bytes: int
+    ) -> Outcome:
+        """:meth:`enqueue` a message (framed when written) unless it does not fit."""
+        return self._queue_within(Kind.MESSAGE, message, size, max_frames, max_bytes)
+
+    def _queue_within(
         self, kind: Kind, payload: Any, size: int, max_frames: int, max_bytes: int
-    ) -> int:
+    ) -> Outcome:
         """:meth:`enqueue` a message of ``size`` bytes unless ``max_frames``
         frames or more than ``max_bytes`` bytes would then be waiting: returns
-        ``OFFERED`` (queued, or written at once), ``FULL``, or ``CLOSED`` once
-        the connection is closing or its stream broke."""
+        QUEUED (queued, or written at once), FULL, or CLOSED once the
+        connection is closing or its stream broke."""
         if self.closing or self.broken is not None:
-            return CLOSED
+            return _CLOSED
         waiting = self._queued_bytes
         if (waiting and waiting + size > max_bytes) or len(self._jobs) >= max_frames:
-            return FULL
+            return _FULL
         try:
             self.enqueue(kind, payload, size)
         except NotOpen:
-            return CLOSED
-        return OFFERED
+            return _CLOSED
+        return _QUEUED
 
     def offer(
         self, frame: bytes, is_text: bool, size: int, max_frames: int, max_bytes: int
-    ) -> int:
+    ) -> Outcome:
         """Hand on a broadcast frame without waiting: written now when nothing
         else is being written and the socket takes it, else queued for the
-        writer task within the limits (see :meth:`queue_within`, which also
-        says what the result means). The hub's inner loop: the common case
-        is all inline."""
+        writer task within the limits (see :meth:`_queue_within`, which also
+        says what the result means). The broadcast loop's inner step: the
+        common case is all inline."""
         if self._busy or self._jobs or self._fd < 0 or self.fragmenting:
-            return self.queue_within(Kind.FRAME, (frame, is_text), size, max_frames, max_bytes)
+            return self._queue_within(Kind.FRAME, (frame, is_text), size, max_frames, max_bytes)
         if self.closing or self.broken is not None:
-            return CLOSED
+            return _CLOSED
         try:
             sent = os.write(self._fd, frame)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._break(exc)
-            return CLOSED
+            return _CLOSED
         total = len(frame)
         self.bytes_out += total
         if is_text:
@@ -471,7 +406,7 @@ class Writer:
             self._hand_off(memoryview(frame)[sent:])
             self._queued_bytes += size
             self._jobs[0].size = size
-        return OFFERED
+        return _QUEUED
 
     def begin_stream(self) -> None:
         """A streamed message starts: from now on, whole messages wait for it
