@@ -24,17 +24,19 @@ import trio_ws
 from trio_ws._delivery import Framings, Outcome
 from trio_ws._protocol import Protocol
 from trio_ws._test_hooks import set_socket_buffers
-from trio_ws._writer import Kind, NotOpen, Writer
+from trio_ws._writer import MAX_QUEUED_PONGS, Kind, NotOpen, Writer
 
 #: A ping with the largest payload a control frame may carry.
 BIG_PING = frame(PING, b"p" * 125)
 
 
-async def non_reading_client(port: int) -> RawClient:
-    """A raw client whose receive buffer is tiny, so that what the server
-    writes to it backs up at once."""
+async def non_reading_client(port: int, receive_buffer: int = 4096) -> RawClient:
+    """A raw client whose receive buffer is small, so that what the server
+    writes to it backs up soon. (With both sides' buffers tiny and both
+    sending, loopback TCP can stall the client's own sends too: tests that
+    need the client to keep sending use a larger buffer.)"""
     client = await RawClient.connect(port)
-    client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     return client
 
 
@@ -79,6 +81,26 @@ async def test_pongs_owed_to_a_non_reading_peer_take_constant_memory(
     await client.aclose()
 
 
+async def test_a_burst_of_pings_gets_a_pong_each(nursery: trio.Nursery) -> None:
+    """Ten pings in one write from a peer that reads: ten pongs, each with
+    its ping's payload (Autobahn 2.10; not required by RFC 6455, expected by
+    peers all the same)."""
+    rec = Recorder()
+    server = await start_server(nursery, rec)
+    client = await RawClient.connect(server.port)
+    await rec.connection()
+    payloads = [f"ping {i}".encode() for i in range(10)]
+    await client.send(b"".join(frame(PING, p) for p in payloads))
+    got = []
+    with trio.fail_after(5):
+        while len(got) < 10:
+            event = await client.next_event()
+            if isinstance(event, Pong):
+                got.append(bytes(event.payload))
+    assert got == payloads
+    await client.aclose()
+
+
 async def test_ping_flood_is_closed_by_keepalive_within_its_bound(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -119,10 +141,10 @@ async def test_end_of_file_waits_for_the_frame_being_written(
     caplog.set_level(logging.DEBUG, "trio_ws")
     rec = Recorder()
     server = await start_server(nursery, rec, ping_interval=None, close_timeout=2.0)
-    client = await non_reading_client(server.port)
+    client = await non_reading_client(server.port, receive_buffer=65536)
     ws = await rec.connection()
     shrink_send_buffer(ws)
-    for _ in range(50):
+    for _ in range(150):  # 380 KB of pongs: the server's writer is stuck
         await client.send(BIG_PING * 20)
         await trio.sleep(0.001)
     await client.stream.send_eof()
@@ -177,10 +199,27 @@ class WriterRig:
     writer are reported in ``breakages``."""
 
     def __init__(
-        self, nursery: trio.Nursery, *, lockstep: bool = False, frame_size: int | None = None
+        self,
+        nursery: trio.Nursery,
+        *,
+        lockstep: bool = False,
+        frame_size: int | None = None,
+        sockets: bool = False,
     ) -> None:
-        pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
-        ours, self.peer = pair()
+        ours: trio.abc.Stream
+        self.peer: trio.abc.Stream
+        if sockets:
+            # A socket pair with small buffers: the writer writes its
+            # descriptor itself, and a large frame fills it part-way.
+            a, b = trio.socket.socketpair()
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            ours, self.peer = trio.SocketStream(a), trio.SocketStream(b)
+        else:
+            pair = (
+                trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+            )
+            ours, self.peer = pair()
         self.breakages: list[BaseException] = []
         self.writer = Writer(
             ours,
@@ -190,16 +229,34 @@ class WriterRig:
             frame_size,
         )
         self.writer.start()
+        self._ours = ours
         self._decoder = Connection(ConnectionType.CLIENT)
         self._events: list[Event] = []
+        self._parts: list[Any] = []  # of a message not yet finished
         #: Bytes read from the other end so far.
         self.bytes_in = 0
+
+    async def aclose(self) -> None:
+        """Close both ends (needed with ``sockets``)."""
+        await self._ours.aclose()
+        await self.peer.aclose()
 
     async def _receive(self) -> bool:
         data = await self.peer.receive_some()
         self.bytes_in += len(data)
         self._decoder.receive_data(data)
-        self._events.extend(self._decoder.events())
+        for event in self._decoder.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                # A large message arrives in parts: one event per message.
+                self._parts.append(event.data)
+                if not event.message_finished:
+                    continue
+                if isinstance(event, TextMessage):
+                    event = TextMessage(data="".join(self._parts))
+                else:
+                    event = BytesMessage(data=b"".join(self._parts))
+                self._parts = []
+            self._events.append(event)
         return bool(data)
 
     async def read(self, count: int) -> list[Any]:
@@ -234,21 +291,21 @@ def summary(event: Event) -> Any:
 async def test_writer_writes_frames_in_order(nursery: trio.Nursery) -> None:
     rig = WriterRig(nursery)
     writer = rig.writer
-    await writer.send(Kind.MESSAGE, "one")
-    await writer.send(Kind.UNCOMPRESSED, b"two")
-    writer.post(Kind.PING, b"keepalive")
-    await writer.send(Kind.PING, b"p")
+    await writer.send_message("one")
+    await writer.send_message(b"two", compress=False)
+    writer.post(Kind.Ping(b"keepalive"))
+    await writer.send(Kind.Ping(b"p"))
     # Concurrent senders: each frame goes out whole, in the order queued.
     queued: list[str] = []
 
     async def sender(i: int) -> None:
         queued.append(f"c{i}")  # no checkpoint between this and queuing the frame
-        await writer.send(Kind.MESSAGE, f"c{i}")
+        await writer.send_message(f"c{i}")
 
     async with trio.open_nursery() as senders:
         for i in range(10):
             senders.start_soon(sender, i)
-    await writer.send(Kind.CLOSE, (1000, "bye"))
+    await writer.send(Kind.Close(1000, "bye"))
     assert await rig.read(15) == [
         "one",
         b"two",
@@ -262,13 +319,13 @@ async def test_writer_writes_frames_in_order(nursery: trio.Nursery) -> None:
     assert writer.queued == 0
     # After the close frame, no message can be framed.
     with pytest.raises(NotOpen):
-        await writer.send(Kind.MESSAGE, "late")
+        await writer.send_message("late")
 
 
 async def test_writer_splits_messages_into_frames_of_frame_size(nursery: trio.Nursery) -> None:
     rig = WriterRig(nursery, frame_size=4)
-    await rig.writer.send(Kind.MESSAGE, b"0123456789")
-    await rig.writer.send(Kind.MESSAGE, "short")
+    await rig.writer.send_message(b"0123456789")
+    await rig.writer.send_message("short")
     await rig.writer.shut_down()
     wire = b""
     while data := await rig.peer.receive_some():
@@ -298,35 +355,36 @@ async def test_writer_cancelled_send_before_any_byte_sends_nothing(
     # Cancelled before it could even wait: nothing is queued.
     with trio.CancelScope() as scope:
         scope.cancel()
-        await writer.send(Kind.MESSAGE, "never")
+        await writer.send_message("never")
     assert scope.cancelled_caught
     async with trio.open_nursery() as senders:
         # The writer task blocks writing "first" (nobody reads yet)...
-        senders.start_soon(writer.send, Kind.MESSAGE, "first")
+        senders.start_soon(writer.send_message, "first")
         await trio.testing.wait_all_tasks_blocked()
         # ...so "second" waits its turn, and is cancelled there.
         with trio.move_on_after(1) as scope:
-            await writer.send(Kind.MESSAGE, "second")
+            await writer.send_message("second")
         assert scope.cancelled_caught
-        senders.start_soon(writer.send, Kind.MESSAGE, "third")
+        senders.start_soon(writer.send_message, "third")
         assert await rig.read(2) == ["first", "third"]
     assert writer.text_out == 2
 
 
-async def test_writer_keeps_only_the_latest_pong_waiting(nursery: trio.Nursery) -> None:
+async def test_writer_keeps_a_bounded_number_of_pongs_waiting(nursery: trio.Nursery) -> None:
     rig = WriterRig(nursery, lockstep=True)
     writer = rig.writer
-    nursery.start_soon(writer.send, Kind.MESSAGE, "busy")
+    nursery.start_soon(writer.send_message, "busy")
     await trio.testing.wait_all_tasks_blocked()  # the writer task is writing "busy"
-    for payload in (b"1", b"2", b"3"):
+    payloads = [str(i).encode() for i in range(MAX_QUEUED_PONGS + 5)]
+    for payload in payloads:
         writer.post_pong(payload)
-    assert writer.queued == 1  # one pong waits, with the latest payload
-    assert await rig.read(1) == ["busy"]
-    await trio.testing.wait_all_tasks_blocked()  # the writer task is writing that pong
-    writer.post_pong(b"4")  # too late to change it: a pong of its own
-    writer.post_pong(b"5")
-    assert writer.queued == 1
-    assert await rig.read(2) == [("pong", b"3"), ("pong", b"5")]
+    # A pong each up to the cap; the last one waiting takes the latest payload.
+    assert writer.queued == MAX_QUEUED_PONGS
+    expected = [("pong", p) for p in payloads[: MAX_QUEUED_PONGS - 1]]
+    expected.append(("pong", payloads[-1]))
+    assert await rig.read(1 + MAX_QUEUED_PONGS) == ["busy", *expected]
+    writer.post_pong(b"again")  # room again: a pong of its own
+    assert await rig.read(1) == [("pong", b"again")]
 
 
 async def test_writer_shut_down_sends_end_of_file_after_queued_frames(
@@ -334,8 +392,8 @@ async def test_writer_shut_down_sends_end_of_file_after_queued_frames(
 ) -> None:
     rig = WriterRig(nursery)
     writer = rig.writer
-    writer.post(Kind.PING, b"1")
-    writer.enqueue(Kind.MESSAGE, "queued", 6)
+    writer.post(Kind.Ping(b"1"))
+    writer.enqueue(Kind.Message("queued"), 6)
     writer.post_pong(b"2")
     assert writer.queued == 3  # none written yet: the writer task has not run
     await writer.shut_down()
@@ -344,7 +402,7 @@ async def test_writer_shut_down_sends_end_of_file_after_queued_frames(
     # Nothing is written after end-of-file.
     assert writer.broken is not None
     with pytest.raises(NotOpen):
-        await writer.send(Kind.MESSAGE, "late")
+        await writer.send_message("late")
     assert rig.breakages == []  # not a breakage
 
 
@@ -358,7 +416,7 @@ async def test_writer_shut_down_waits_for_the_frame_being_written(
         await rig.writer.shut_down()
         done.append("eof")
 
-    nursery.start_soon(rig.writer.send, Kind.MESSAGE, "being written")
+    nursery.start_soon(rig.writer.send_message, "being written")
     await trio.testing.wait_all_tasks_blocked()
     nursery.start_soon(shut_down)
     await trio.testing.wait_all_tasks_blocked()
@@ -407,7 +465,7 @@ async def test_writer_fail_all_releases_waiting_senders(nursery: trio.Nursery) -
 
     async def sender(message: str) -> None:
         try:
-            await writer.send(Kind.MESSAGE, message)
+            await writer.send_message(message)
             outcomes[message] = "sent"
         except NotOpen:
             outcomes[message] = "NotOpen"
@@ -429,8 +487,8 @@ async def test_writer_fail_all_releases_waiting_senders(nursery: trio.Nursery) -
         assert await rig.read(1) == ["being written"]
     assert outcomes["being written"] == "sent"
     with pytest.raises(NotOpen):
-        await writer.send(Kind.MESSAGE, "late")
-    writer.post(Kind.PING, b"")
+        await writer.send_message("late")
+    writer.post(Kind.Ping(b""))
     writer.post_pong(b"")
     assert writer.queued == 0
     assert rig.breakages == []  # failing is not a breakage report
@@ -445,7 +503,7 @@ async def test_writer_reports_a_broken_stream_once(nursery: trio.Nursery) -> Non
 
     async def sender() -> None:
         try:
-            await rig.writer.send(Kind.MESSAGE, "lost")
+            await rig.writer.send_message("lost")
         except NotOpen:
             outcomes.append("NotOpen")
 
@@ -456,3 +514,62 @@ async def test_writer_reports_a_broken_stream_once(nursery: trio.Nursery) -> Non
     assert len(rig.breakages) == 1
     assert isinstance(rig.breakages[0], trio.BrokenResourceError)
     assert rig.writer.broken is rig.breakages[0]
+
+
+# -- on a socket: the writer writes the descriptor itself ---------------------
+
+
+async def test_writer_on_a_socket_writes_and_counts_each_message_once(
+    nursery: trio.Nursery,
+) -> None:
+    """Messages that fill the socket part-way: the rest of each goes to the
+    writer task, the stream stays whole, and each message and byte counts
+    once (the rest of a frame written inline used to count twice)."""
+    rig = WriterRig(nursery, sockets=True)
+    writer = rig.writer
+    big = b"b" * 300_000
+    limits = (100, 10_000_000)
+    assert writer.offer(Framings().plain(big), False, len(big), *limits) is Outcome.QUEUED
+    assert writer.queued == 1  # the rest of the frame, for the writer task
+    assert writer.queue_message("queued", 6, *limits) is Outcome.QUEUED
+    sent: list[str] = []
+
+    async def sender() -> None:
+        await writer.send_message(big)
+        sent.append("sent")
+
+    nursery.start_soon(sender)
+    writer.post(Kind.Ping(b"p"))
+    assert await rig.read(4) == [big, "queued", ("ping", b"p"), big]
+    await trio.testing.wait_all_tasks_blocked()
+    assert sent == ["sent"]
+    assert (writer.text_out, writer.binary_out) == (1, 2)
+    assert writer.bytes_out == rig.bytes_in
+    assert (writer.queued, writer.queued_bytes) == (0, 0)
+    await rig.aclose()
+
+
+async def test_writer_on_a_socket_finishes_a_cancelled_send(
+    nursery: trio.Nursery,
+) -> None:
+    """send_message() cancelled part-way through its frame, on the direct
+    path: the writer task writes the rest, which counts as the message."""
+    rig = WriterRig(nursery, sockets=True)
+    writer = rig.writer
+    big = b"c" * 300_000
+    with trio.CancelScope() as scope:
+        nursery.start_soon(_cancel_when_blocked, scope)
+        await writer.send_message(big)
+    assert scope.cancelled_caught
+    assert writer.queued == 1  # the rest of the frame
+    nursery.start_soon(writer.send_message, "after")  # waits its turn
+    assert await rig.read(2) == [big, "after"]
+    await trio.testing.wait_all_tasks_blocked()
+    assert (writer.text_out, writer.binary_out) == (1, 1)
+    assert writer.bytes_out == rig.bytes_in
+    await rig.aclose()
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()

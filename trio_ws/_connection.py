@@ -12,6 +12,7 @@ from typing import Any, Literal
 import trio
 
 from ._close import CloseCode, CloseInfo, check_close_code, check_close_reason
+from ._close_state import CloseState
 from ._http import Request, Response
 from ._keepalive import Keepalive, Ping
 from ._lifecycle import Lifecycle
@@ -30,9 +31,6 @@ __all__ = ["WebSocket"]
 logger = logging.getLogger("trio_ws")
 
 _ids = itertools.count(1)
-
-_MESSAGE = Kind.MESSAGE
-_UNCOMPRESSED = Kind.UNCOMPRESSED
 
 
 def _address(stream: trio.abc.Stream, which: Literal["sockname", "peername"]) -> Any:
@@ -114,18 +112,13 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
             if options.ping_interval is None
             else Keepalive(options.ping_interval, options.ping_seconds, trio.current_time())
         )
-        self._close_info: CloseInfo | None = None
-        # The close frame to send, once closing has started.
-        self._close_frame: tuple[int, str] | None = None
-        # Flags, with events made only for those who wait (an idle connection
-        # holds none: each costs about 280 bytes).
-        self._closing = False  # closing has started (either side)
-        self._settled = False  # the closing handshake needs nothing more
+        # Where the connection is in its closing (and how it ended).
+        self._state = CloseState()
+        # Events made only for those who wait (an idle connection holds
+        # none: each costs about 280 bytes).
         self._settled_event: trio.Event | None = None
-        self._closed = False  # the stream is closed, background tasks ending
         self._closed_event: trio.Event | None = None
         self._close_deadline = 0.0
-        self._awaiting_reply = False  # we sent the first close frame
         self._pings: dict[bytes, Ping] = {}
         self._stream_sender: trio.lowlevel.Task | None = None  # see send_stream()
         self._stream_lot: trio.lowlevel.ParkingLot | None = None  # made when needed
@@ -187,7 +180,8 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
     @property
     def close_info(self) -> CloseInfo | None:
         """How the connection ended (None while it is open or closing)."""
-        return self._close_info if self._closed else None
+        state = self._state
+        return state.info if state.closed else None
 
     @property
     def close_code(self) -> int | None:
@@ -205,16 +199,16 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
     def closing(self) -> bool:
         """True once the connection is closing or closed: no more messages can
         be sent, and none will arrive beyond those already buffered."""
-        return self._closing
+        return self._state.closing
 
     @property
     def closed(self) -> bool:
         """True once the connection is closed (closing handshake over, stream closed)."""
-        return self._closed
+        return self._state.closed
 
     def __repr__(self) -> str:
         side = "client" if self._client else "server"
-        state = "closed" if self.closed else "closing" if self._closing else "open"
+        state = self._state.phase.value
         return f"<WebSocket #{self.id} {side} {self.request.target!r} {state}>"
 
     # -- messages --------------------------------------------------------------
@@ -242,7 +236,7 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         closed, and TypeError for other types.
         """
         try:
-            await self._writer.send(_MESSAGE if compress else _UNCOMPRESSED, message)
+            await self._writer.send_message(message, compress)
         except NotOpen:
             raise await self._closed_error() from None
 
@@ -279,15 +273,15 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         try:
             end: str | bytes = b""  # an empty iterable sends an empty binary message
             async for chunk in _as_async(chunks):
-                await self._writer.send(Kind.FRAGMENT, (chunk, False, compress))
+                await self._writer.send(Kind.Fragment(chunk, False, compress))
                 end = "" if isinstance(chunk, str) else b""
             # The last frame is empty: each chunk went out as soon as it came.
-            await self._writer.send(Kind.FRAGMENT, (end, True, compress))
+            await self._writer.send(Kind.Fragment(end, True, compress))
         except NotOpen:
             self._writer.end_stream()
             raise await self._closed_error() from None
         except BaseException:
-            if self._writer.end_stream() and not self._closing:
+            if self._writer.end_stream() and not self._state.closing:
                 self._start_closing(
                     CloseCode.INTERNAL_ERROR,
                     "message interrupted",
@@ -377,7 +371,7 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         self._pings[payload] = ping
         try:
             try:
-                await self._writer.send(Kind.PING, payload)
+                await self._writer.send(Kind.Ping(payload))
             except NotOpen:
                 raise await self._closed_error() from None
             self._reader.read_now()
@@ -411,8 +405,8 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         """Wait until the connection is closed; return how it ended.
         Cancellation: safe (the connection is unaffected)."""
         await self._wait_closed()
-        assert self._close_info is not None
-        return self._close_info
+        assert self._state.info is not None
+        return self._state.info
 
 
 async def _as_async(

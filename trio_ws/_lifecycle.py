@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from ._close import CloseCode, CloseInfo
+from ._close import CloseCode
+from ._close_state import Action, CloseState
 from ._delivery import Delivery
 from ._errors import ConnectionClosed
 from ._keepalive import Keepalive, Ping, Step
@@ -54,22 +55,17 @@ class Lifecycle:
 
     # The connection's state that this part uses (set in WebSocket.__init__).
     __slots__ = (
-        "_awaiting_reply",
         "_client",
         "_close_deadline",
-        "_close_frame",
-        "_close_info",
-        "_closed",
         "_closed_event",
-        "_closing",
         "_deferred",
         "_keepalive",
         "_nursery",
         "_options",
         "_pings",
         "_reader",
-        "_settled",
         "_settled_event",
+        "_state",
         "_stream",
         "_task_scopes",
         "_writer",
@@ -86,15 +82,10 @@ class Lifecycle:
     _deferred: list[Callable[[], Awaitable[None]]]
     _task_scopes: list[trio.CancelScope]
     _keepalive: Keepalive | None
-    _close_info: CloseInfo | None
-    _close_frame: tuple[int, str] | None
-    _closing: bool
-    _settled: bool
+    _state: CloseState
     _settled_event: trio.Event | None
-    _closed: bool
     _closed_event: trio.Event | None
     _close_deadline: float
-    _awaiting_reply: bool
     _pings: dict[bytes, Ping]
     latency: float | None
 
@@ -129,7 +120,7 @@ class Lifecycle:
             raise
 
     async def _wait_closed(self) -> None:
-        if self._closed:
+        if self._state.closed:
             await trio.lowlevel.checkpoint()
             return
         if self._closed_event is None:
@@ -149,19 +140,22 @@ class Lifecycle:
         """Start the closing handshake (once). ``failure``: the library fails
         the connection (protocol error, message too big, keepalive timeout);
         its own code then stays in close_info whatever the peer replies."""
-        if self._closing:
-            return
-        self._close_deadline = trio.current_time() + self._options.close_seconds
-        self._close_info = CloseInfo(code, reason, initiator, cause)
-        # After a graceful close of ours, the peer's reply settles the code.
-        self._awaiting_reply = initiator == "local" and send_frame and not failure
-        if send_frame:
-            self._close_frame = (code, reason)
-        self._closing = True
-        self._writer.closing = True
-        self._reader.end()
-        self._reader.hurry()
-        self._spawn(self._close_sequence)
+        action = self._state.close(
+            code, reason, initiator, cause, failure=failure, send_frame=send_frame
+        )
+        self._act(action)
+
+    def _act(self, action: Action) -> None:
+        """Do what the close state asks (see _close_state.Action)."""
+        if action is Action.START or action is Action.START_SETTLED:
+            self._close_deadline = trio.current_time() + self._options.close_seconds
+            self._writer.closing = True
+            self._reader.end()
+            self._reader.hurry()
+            self._spawn(self._close_sequence)
+        settles = action is Action.SETTLE or action is Action.START_SETTLED
+        if settles and self._settled_event is not None:
+            self._settled_event.set()
 
     def _on_event(self, item: Incoming) -> None:
         kind = type(item)
@@ -171,34 +165,16 @@ class Lifecycle:
             self._on_pong(item.payload)  # type: ignore[union-attr]
         elif kind is CloseReceived:
             assert isinstance(item, CloseReceived)
-            if self._awaiting_reply:
-                # The peer's reply to our close: its code is the one that counts.
-                self._awaiting_reply = False
-                assert self._close_info is not None
-                cause = self._close_info.cause
-                self._close_info = CloseInfo(item.code, item.reason, "local", cause)
-            elif not self._closing:
-                self._start_closing(item.code, item.reason, "peer")
-            self._settle()
+            self._act(self._state.peer_closed(item.code, item.reason))
         elif kind is Failure:
             assert isinstance(item, Failure)
-            self._start_closing(item.code, item.reason, "local", item.cause, failure=True)
-            if not item.parser_usable:
-                self._settle()
+            action = self._state.failed(
+                item.code, item.reason, item.cause, parser_usable=item.parser_usable
+            )
+            self._act(action)
 
     def _on_eof(self, error: BaseException | None) -> None:
-        if not self._closing:
-            cause = "connection lost without a close frame"
-            if error is not None:
-                cause += f" ({error.__class__.__name__}: {error})"
-            self._start_closing(CloseCode.ABNORMAL_CLOSURE, "", "peer", cause, send_frame=False)
-        self._settle()
-
-    def _settle(self) -> None:
-        """The closing handshake needs nothing more from the peer."""
-        self._settled = True
-        if self._settled_event is not None:
-            self._settled_event.set()
+        self._act(self._state.stream_ended(error))
 
     def _on_broken(self, error: BaseException) -> None:
         self._on_eof(error)
@@ -214,28 +190,21 @@ class Lifecycle:
         once the close is settled (at most ``close_timeout`` away; the wait
         can be cancelled like any other)."""
         await self._wait_closed()
-        assert self._close_info is not None
-        return ConnectionClosed(self._close_info)
+        assert self._state.info is not None
+        return ConnectionClosed(self._state.info)
 
     async def _abort(self, cause: str) -> None:
-        """Close the stream now, without a closing handshake."""
-        if self._closed:
+        """Close the stream now, without (the rest of) a closing handshake."""
+        if not self._state.aborted(cause):
             return
-        info = self._close_info
-        if info is None or self._awaiting_reply:
-            initiator = info.initiator if info else "local"
-            self._close_info = CloseInfo(CloseCode.ABNORMAL_CLOSURE, "", initiator, cause)
-        self._awaiting_reply = False
-        self._closing = True
         self._finish()
         await trio.aclose_forcefully(self._stream)
 
     def _finish(self) -> None:
-        if self._closed:
-            return
+        """The stream is closed (the state says so already): release every
+        waiter and end the connection's tasks."""
         self._reader.end()
         self._writer.fail_all(NotOpen())
-        self._closed = True
         if self._closed_event is not None:
             self._closed_event.set()
         for ping in self._pings.values():
@@ -243,9 +212,7 @@ class Lifecycle:
                 ping.answered.set()
         for scope in self._task_scopes:
             scope.cancel()
-        info = self._close_info
-        assert info is not None
-        self._log.info("%s", info)
+        self._log.info("%s", self._state.info)
 
     # -- background tasks ----------------------------------------------------
 
@@ -290,7 +257,7 @@ class Lifecycle:
         """Run ``task`` in ``scope``, which _finish() cancels; an internal
         error aborts the connection."""
         self._task_scopes.append(scope)
-        if self._closed:
+        if self._state.closed:
             scope.cancel()
         try:
             await task()
@@ -314,13 +281,13 @@ class Lifecycle:
         # Only socket reads are interrupted for keepalive: see _keepalive_loop.
         keepalive = self._keepalive if self._reader.direct else None
         while True:
-            active = keepalive is not None and not self._closing
+            active = keepalive is not None and not self._state.closing
             deadline = keepalive.deadline if active else math.inf  # type: ignore[union-attr]
             with trio.CancelScope(shield=shield, deadline=deadline) as scope:
                 await self._run_guarded(self._reader.run, scope)
-            if self._closed or not scope.cancelled_caught:
+            if self._state.closed or not scope.cancelled_caught:
                 return
-            if keepalive is not None and not self._closing:
+            if keepalive is not None and not self._state.closing:
                 self._keepalive_tick(keepalive)
 
     async def _keepalive_loop(self) -> None:
@@ -331,9 +298,9 @@ class Lifecycle:
         adds little to what TLS itself holds per connection.)"""
         keepalive = self._keepalive
         assert keepalive is not None
-        while not self._closing:
+        while not self._state.closing:
             await trio.sleep_until(keepalive.deadline)
-            if not self._closing:
+            if not self._state.closing:
                 self._keepalive_tick(keepalive)
 
     def _keepalive_tick(self, keepalive: Keepalive) -> None:
@@ -349,7 +316,7 @@ class Lifecycle:
             ping = Ping(trio.current_time())
             self._pings[payload] = ping
             keepalive.sent(ping)
-            self._writer.post(Kind.PING, payload)
+            self._writer.post(Kind.Ping(payload))
             reader.read_now()
         elif step is Step.TIMEOUT:
             self._start_closing(
@@ -369,12 +336,13 @@ class Lifecycle:
             # answer them (what Autobahn calls strict), as before this task
             # was started on demand.
             await trio.lowlevel.checkpoint()
-            if self._close_frame is not None:
+            frame = self._state.frame
+            if frame is not None:
                 try:
-                    await self._writer.send(Kind.CLOSE, self._close_frame)
+                    await self._writer.send(Kind.Close(*frame))
                 except NotOpen:
                     pass
-            if not self._settled:
+            if not self._state.settled:
                 self._settled_event = trio.Event()
                 await self._settled_event.wait()
             # The closing handshake is over: shut TCP down. The server closes
@@ -393,11 +361,8 @@ class Lifecycle:
             except STREAM_ERRORS:
                 pass  # already closed or broken underneath: closed all the same
         if scope.cancelled_caught:
-            if self._awaiting_reply:
-                await self._abort("closing handshake timed out")
-            else:
-                await self._abort("TCP shutdown timed out")
-        else:
+            await self._abort(self._state.timeout_cause())
+        elif self._state.finished():
             self._finish()
 
 
