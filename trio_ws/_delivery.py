@@ -24,6 +24,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 
 from ._deflate import Deflate, DeflateExtension
+from ._protocol import PLAIN, deflate_key
 
 if TYPE_CHECKING:
     from ._writer import Writer
@@ -40,17 +41,6 @@ class Outcome(enum.IntEnum):
     FULL = 0
     #: Not queued: the connection is closing, or its stream broke.
     CLOSED = -1
-
-
-#: The frame key of server connections without extensions: they all frame a
-#: message into the same bytes, those of :meth:`Framings.plain`.
-PLAIN = ("plain",)
-
-
-def deflate_key(bits: int, level: int, memory_level: int, min_size: int) -> Hashable:
-    """The frame key of server connections that compress without keeping a
-    context: those with equal settings frame a message into equal bytes."""
-    return ("deflate", bits, level, memory_level, min_size)
 
 
 def _framer(key: Hashable) -> tuple[Connection, DeflateExtension | None]:

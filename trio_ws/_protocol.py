@@ -27,7 +27,6 @@ from wsproto.utilities import LocalProtocolError
 from . import _masking  # noqa: F401 - installs the compiled masker when available
 from ._close import CloseCode
 from ._deflate import DeflateExtension
-from ._delivery import PLAIN, deflate_key
 from ._framing import (
     between_messages,
     frame_data,
@@ -38,6 +37,7 @@ from ._framing import (
 )
 
 __all__ = [
+    "PLAIN",
     "CloseReceived",
     "Failure",
     "Message",
@@ -45,6 +45,7 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "Protocol",
+    "deflate_key",
     "length",
 ]
 
@@ -136,6 +137,17 @@ FRAME_MIN_CHARGE = 64
 #: a few strings, not one object each (about 50 bytes apiece); larger pieces
 #: are kept as they came, and joined once, when the message is complete.
 MERGE_BELOW = 4096
+
+
+#: The frame key of server connections without extensions: they all frame a
+#: message into the same bytes, those of :meth:`Framings.plain`.
+PLAIN = ("plain",)
+
+
+def deflate_key(bits: int, level: int, memory_level: int, min_size: int) -> Hashable:
+    """The frame key of server connections that compress without keeping a
+    context: those with equal settings frame a message into equal bytes."""
+    return ("deflate", bits, level, memory_level, min_size)
 
 
 class Protocol:
