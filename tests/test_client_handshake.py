@@ -15,7 +15,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, TextM
 from wsproto.events import Request as WSRequest
 
 import trio_ws
-from trio_ws._client_handshake import (
+from trio_ws._endpoints.client_handshake import (
     MAX_REJECT_BODY,
     USER_AGENT,
     _build_request,
@@ -25,10 +25,10 @@ from trio_ws._client_handshake import (
     _Rejection,
     _request_headers,
 )
-from trio_ws._deflate import Deflate
+from trio_ws._endpoints.url import parse_url
 from trio_ws._http import Headers
 from trio_ws._options import Options
-from trio_ws._url import parse_url
+from trio_ws._wire.deflate import Deflate
 
 T = TypeVar("T")
 

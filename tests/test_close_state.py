@@ -1,4 +1,4 @@
-"""The close state machine (trio_ws/_close_state.py) as a table: from each
+"""The close state machine (trio_ws/_conn/close_state.py) as a table: from each
 state, each event, to the next state and the action the connection takes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from trio_ws import CloseInfo
-from trio_ws._close_state import Action, CloseState, Phase
+from trio_ws._conn.close_state import Action, CloseState, Phase
 
 Event = Callable[[CloseState], object]
 

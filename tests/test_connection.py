@@ -19,7 +19,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
 import trio_ws
-from trio_ws._reader import READ_SIZE
+from trio_ws._conn.reader import READ_SIZE
 from trio_ws._test_hooks import pings_waiting, set_socket_buffers, socket_of
 
 

@@ -16,8 +16,8 @@ from rawpeer import BINARY, TEXT, RawClient, frame
 from wsproto.extensions import PerMessageDeflate
 
 import trio_ws
-from trio_ws import _delivery
-from trio_ws._lifecycle import delivery_of
+from trio_ws._conn import delivery as _delivery
+from trio_ws._conn.lifecycle import delivery_of
 from trio_ws._test_hooks import holds_compressor, negotiated_deflate
 
 TEXT_MESSAGE = "compress me, compress me, compress me please " * 40

@@ -1,4 +1,4 @@
-"""The delivery seam (trio_ws/_delivery.py): frames shared by a fan-out, and
+"""The delivery seam (trio_ws/_conn/delivery.py): frames shared by a fan-out, and
 what becomes of a message offered to a connection, over real sockets."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 
 import trio_ws
-from trio_ws._delivery import PLAIN, Framings, Outcome
-from trio_ws._lifecycle import delivery_of
+from trio_ws._conn.delivery import PLAIN, Framings, Outcome
+from trio_ws._conn.lifecycle import delivery_of
 
 LIMITS = (100, 2**20)  # frames, bytes
 

@@ -28,7 +28,7 @@ from rawpeer import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, close_payload
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from trio_ws._protocol import (
+from trio_ws._wire.protocol import (
     FRAME_MIN_CHARGE,
     FREE_FRAMES,
     CloseReceived,

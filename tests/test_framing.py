@@ -17,7 +17,8 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import Buffer
 
 import trio_ws
-from trio_ws._framing import (
+from trio_ws._test_hooks import copy_free_reading
+from trio_ws._wire.framing import (
     SMALL,
     FrameBuffer,
     frame_data,
@@ -25,8 +26,7 @@ from trio_ws._framing import (
     slim_event_queue,
     whole_messages,
 )
-from trio_ws._protocol import CloseReceived, PingReceived, Protocol
-from trio_ws._test_hooks import copy_free_reading
+from trio_ws._wire.protocol import CloseReceived, PingReceived, Protocol
 
 SIZES = [0, 1, 125, 126, 127, SMALL - 1, SMALL, 65535, 65536, 65537, 200_003]
 

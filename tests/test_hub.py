@@ -14,7 +14,7 @@ from conftest import all_tasks, open_fds, start_server, url_of
 from rawpeer import RawClient
 
 import trio_ws
-from trio_ws._delivery import Framings
+from trio_ws._conn.delivery import Framings
 from trio_ws._test_hooks import set_socket_buffers, socket_of
 
 RST_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST

@@ -13,7 +13,7 @@ from conftest import Firehose, Pair, Recorder, start_server, url_of
 from rawpeer import RawClient
 
 import trio_ws
-from trio_ws._keepalive import Keepalive, Ping, Step
+from trio_ws._conn.keepalive import Keepalive, Ping, Step
 from trio_ws._test_hooks import (
     background_tasks,
     guarded_scopes,

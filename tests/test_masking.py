@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from trio_ws import _masking
+from trio_ws._wire import masking as _masking
 
 
 @pytest.mark.skipif(not _masking.speedups_available(), reason="the C accelerator is not built")
@@ -43,7 +43,7 @@ def test_installed_and_rejects_bad_keys() -> None:
 FALLBACK_PROGRAM = textwrap.dedent(
     """
     import trio, trio_ws
-    from trio_ws import _masking
+    from trio_ws._wire import masking as _masking
     import wsproto.frame_protocol as f
     assert not _masking.ACTIVE and f.XorMaskerSimple is not _masking.Masker
 

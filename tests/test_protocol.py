@@ -1,6 +1,6 @@
 """The message layer: assembly, size limits in bytes, protocol failures.
 
-The first tests drive :class:`trio_ws._protocol.Protocol` directly (sans
+The first tests drive :class:`trio_ws._wire.protocol.Protocol` directly (sans
 I/O); the rest send broken frames over a real socket and check the close
 code the server answers with.
 """
@@ -14,7 +14,7 @@ from rawpeer import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawClient, close_pa
 from wsproto.connection import Connection, ConnectionType
 
 import trio_ws
-from trio_ws._protocol import CloseReceived, Failure, PingReceived, PongReceived, Protocol
+from trio_ws._wire.protocol import CloseReceived, Failure, PingReceived, PongReceived, Protocol
 
 
 def server_protocol(max_size: int | None = 100) -> Protocol:

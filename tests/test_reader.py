@@ -1,4 +1,4 @@
-"""The incoming side (trio_ws/_reader.py).
+"""The incoming side (trio_ws/_conn/reader.py).
 
 First under hostile input: what a peer can make a connection hold in
 memory, over real loopback sockets (see the limits in docs/security.md).
@@ -22,8 +22,10 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage
 
 import trio_ws
-from trio_ws._deflate import DeflateExtension
-from trio_ws._protocol import (
+from trio_ws._conn.reader import Reader
+from trio_ws._conn.writer import NotOpen
+from trio_ws._wire.deflate import DeflateExtension
+from trio_ws._wire.protocol import (
     FRAME_MIN_CHARGE,
     FREE_FRAMES,
     Incoming,
@@ -31,8 +33,6 @@ from trio_ws._protocol import (
     PingReceived,
     Protocol,
 )
-from trio_ws._reader import Reader
-from trio_ws._writer import NotOpen
 
 MiB = 2**20
 

@@ -19,9 +19,9 @@ from server_helpers import http_exchange, response_head
 from wsproto.utilities import generate_accept_token
 
 import trio_ws
-from trio_ws._deflate import Deflate
+from trio_ws._endpoints.server_handshake import HandshakePolicy, accept_handshake
 from trio_ws._options import Options
-from trio_ws._server_handshake import HandshakePolicy, accept_handshake
+from trio_ws._wire.deflate import Deflate
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"

@@ -17,10 +17,8 @@ import trio.testing
 from wsproto import WSConnection
 
 import trio_ws
-from trio_ws._deflate import Deflate
-from trio_ws._metrics import REJECT_REASONS
-from trio_ws._options import Options
-from trio_ws._server_handshake import (
+from trio_ws._app.metrics import REJECT_REASONS
+from trio_ws._endpoints.server_handshake import (
     MAX_REQUEST_HEAD,
     RETRY_AFTER,
     HandshakePolicy,
@@ -37,6 +35,8 @@ from trio_ws._server_handshake import (
     _start_upgrade,
     accept_handshake,
 )
+from trio_ws._options import Options
+from trio_ws._wire.deflate import Deflate
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE_FIELDS = [

@@ -13,7 +13,7 @@ from conftest import Pair, Recorder, start_server
 from rawpeer import BINARY, CONTINUATION, PING, TEXT, RawClient, frame
 
 import trio_ws
-from trio_ws._reader import READ_SIZE
+from trio_ws._conn.reader import READ_SIZE
 from trio_ws._test_hooks import negotiated_deflate
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trio_ws import InvalidURL
-from trio_ws._url import WebSocketURL, parse_url
+from trio_ws._endpoints.url import WebSocketURL, parse_url
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The outgoing side (trio_ws/_writer.py).
+"""The outgoing side (trio_ws/_conn/writer.py).
 
 First under hostile peers, over real loopback sockets: pongs owed to a peer
 that never reads, and end-of-file while frames are still being written.
@@ -21,10 +21,10 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 import trio_ws
-from trio_ws._delivery import Framings, Outcome
-from trio_ws._protocol import Protocol
+from trio_ws._conn.delivery import Framings, Outcome
+from trio_ws._conn.writer import MAX_QUEUED_PONGS, Kind, NotOpen, Writer
 from trio_ws._test_hooks import set_socket_buffers
-from trio_ws._writer import MAX_QUEUED_PONGS, Kind, NotOpen, Writer
+from trio_ws._wire.protocol import Protocol
 
 #: A ping with the largest payload a control frame may carry.
 BIG_PING = frame(PING, b"p" * 125)

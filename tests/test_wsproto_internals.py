@@ -37,10 +37,10 @@ from wsproto.frame_protocol import (
     RsvBits,
 )
 
-from trio_ws import _masking
-from trio_ws._deflate import Deflate
-from trio_ws._framing import FrameBuffer, frame_decoder, install_buffer
-from trio_ws._protocol import Failure, Protocol
+from trio_ws._wire import masking as _masking
+from trio_ws._wire.deflate import Deflate
+from trio_ws._wire.framing import FrameBuffer, frame_decoder, install_buffer
+from trio_ws._wire.protocol import Failure, Protocol
 
 WSPROTO = importlib.metadata.version("wsproto")
 SERVER = ConnectionType.SERVER
@@ -67,7 +67,7 @@ def _buffered_server() -> tuple[Connection, FrameBuffer]:
     buffer = install_buffer(connection)
     assert buffer is not None, broken(
         "install_buffer() found no fresh Buffer to replace",
-        "trio_ws._framing.install_buffer",
+        "trio_ws._wire.framing.install_buffer",
         "see test_decoder_buffer_is_a_fresh_wsproto_buffer",
     )
     return connection, buffer
@@ -92,7 +92,7 @@ def test_pin_has_an_upper_bound_and_admits_the_installed_wsproto() -> None:
     )
 
 
-# -- the frame decoder and its buffer (trio_ws._framing) ---------------------
+# -- the frame decoder and its buffer (trio_ws._wire.framing) ---------------------
 
 
 def test_frame_decoder_is_connection_proto_frame_decoder() -> None:
@@ -103,7 +103,7 @@ def test_frame_decoder_is_connection_proto_frame_decoder() -> None:
     assert found, broken(
         "Connection._proto._frame_decoder is no longer a FrameDecoder "
         f"(found {type(proto).__name__}._frame_decoder = {type(decoder).__name__})",
-        "trio_ws._framing.install_buffer, frame_decoder and between_messages",
+        "trio_ws._wire.framing.install_buffer, frame_decoder and between_messages",
         "they find nothing and return None, so the copy-free reader (FrameBuffer), "
         "the whole-message fast path and the refusal of an over-sized message at "
         "its frame header (Protocol._announced_too_big) are all off (slower, and "
@@ -119,7 +119,7 @@ def test_decoder_buffer_is_a_fresh_wsproto_buffer() -> None:
         old = getattr(_decoder(connection), "buffer", None)
         assert type(old) is Buffer, broken(
             f"FrameDecoder.buffer is a {type(old).__name__}, not frame_protocol.Buffer",
-            "trio_ws._framing.install_buffer",
+            "trio_ws._wire.framing.install_buffer",
             "it finds no Buffer at Connection._proto._frame_decoder.buffer and "
             "returns None: the copy-free reader and the whole-message fast path "
             "are off (slower, still correct)",
@@ -128,7 +128,7 @@ def test_decoder_buffer_is_a_fresh_wsproto_buffer() -> None:
         assert unread, broken(
             "Buffer no longer keeps its bytes in .buffer (a bytearray) and its "
             "read position in .bytes_used",
-            "trio_ws._framing.install_buffer",
+            "trio_ws._wire.framing.install_buffer",
             "it cannot carry over the bytes wsproto holds and returns None: "
             "the copy-free reader and the whole-message fast path are off",
         )
@@ -136,7 +136,7 @@ def test_decoder_buffer_is_a_fresh_wsproto_buffer() -> None:
     assert bytes(_decoder(connection).buffer.buffer) == early, broken(
         "Connection(trailing_data=...) no longer leaves those bytes unparsed in "
         "FrameDecoder.buffer",
-        "trio_ws._framing.install_buffer (frames sent with the 101 response)",
+        "trio_ws._wire.framing.install_buffer (frames sent with the 101 response)",
         "they would be lost or read twice when the buffer is replaced",
     )
 
@@ -150,14 +150,14 @@ def test_frame_decoder_uses_only_what_frame_buffer_has() -> None:
     missing = sorted(name for name in used | public if not hasattr(FrameBuffer, name))
     assert not missing, broken(
         f"FrameDecoder's buffer is used through {missing}, which "
-        "trio_ws._framing.FrameBuffer lacks",
-        "trio_ws._framing.FrameBuffer (installed by install_buffer on every connection)",
+        "trio_ws._wire.framing.FrameBuffer lacks",
+        "trio_ws._wire.framing.FrameBuffer (installed by install_buffer on every connection)",
         "parsing fails with AttributeError on every connection",
     )
     reassigned = re.findall(r"self\.buffer\s*=", source)
     assert len(reassigned) == 1, broken(
         "FrameDecoder assigns self.buffer outside __init__",
-        "trio_ws._framing.install_buffer and between_messages",
+        "trio_ws._wire.framing.install_buffer and between_messages",
         "wsproto may drop the installed FrameBuffer mid-connection: the fast "
         "paths switch off (between_messages checks the buffer is still ours)",
     )
@@ -176,7 +176,7 @@ def test_frame_buffer_payload_reaches_the_event_uncopied() -> None:
     assert events[0].data is payload, broken(
         "a frame's payload is copied between FrameDecoder's buffer and the event "
         "(FrameBuffer hands it over as the very bytes object read)",
-        "trio_ws._framing.FrameBuffer",
+        "trio_ws._wire.framing.FrameBuffer",
         "the copy-free reader copies every large payload again (slower, still correct)",
     )
 
@@ -186,7 +186,7 @@ def test_frame_decoder_header_and_payload_consumed() -> None:
     decoder = frame_decoder(connection)
     assert decoder is _decoder(connection), broken(
         "FrameDecoder has no .header or .payload_consumed",
-        "trio_ws._framing.frame_decoder (Protocol._announced_too_big)",
+        "trio_ws._wire.framing.frame_decoder (Protocol._announced_too_big)",
         "a message over max_message_size is refused only once its whole frame "
         "has been buffered, not at its header",
     )
@@ -205,14 +205,14 @@ def test_frame_decoder_header_and_payload_consumed() -> None:
         "while a frame is parsed, FrameDecoder.header.payload_len/.opcode and "
         f".payload_consumed no longer tell its length and progress (found {head!r}, "
         f"{getattr(decoder, 'payload_consumed', None)!r})",
-        "trio_ws._protocol.Protocol._announced_too_big",
+        "trio_ws._wire.protocol.Protocol._announced_too_big",
         "over-sized messages are refused late or wrongly",
     )
     connection.receive_data(wire[1014:])
     list(connection.events())
     assert decoder.header is None, broken(
         "FrameDecoder.header stays set after a frame is complete",
-        "trio_ws._framing.between_messages",
+        "trio_ws._wire.framing.between_messages",
         "the whole-message fast path never runs again on a connection",
     )
 
@@ -223,14 +223,14 @@ def test_message_decoder_opcode_marks_a_message_in_progress() -> None:
     found = isinstance(messages, MessageDecoder) and messages.opcode is None
     assert found, broken(
         "Connection._proto._message_decoder.opcode is missing",
-        "trio_ws._framing.between_messages",
+        "trio_ws._wire.framing.between_messages",
         "it returns None: the whole-message fast path is off (slower, still correct)",
     )
     connection.receive_data(frame(Opcode.TEXT, b"hel", fin=False))
     list(connection.events())
     assert messages.opcode is Opcode.TEXT, broken(
         "MessageDecoder.opcode is None in the middle of a fragmented message",
-        "trio_ws._framing.between_messages",
+        "trio_ws._wire.framing.between_messages",
         "whole_messages would read frames in place of wsproto mid-message: wrong "
         "messages instead of a protocol error",
     )
@@ -238,7 +238,7 @@ def test_message_decoder_opcode_marks_a_message_in_progress() -> None:
     list(connection.events())
     assert messages.opcode is None, broken(
         "MessageDecoder.opcode is not reset to None when a message ends",
-        "trio_ws._framing.between_messages",
+        "trio_ws._wire.framing.between_messages",
         "the whole-message fast path never runs again on a connection",
     )
 
@@ -249,14 +249,14 @@ def test_event_queue_is_an_empty_deque_used_through_popleft() -> None:
     empty_deque = type(events) is deque and not events
     assert empty_deque, broken(
         f"Connection._events is {type(events).__name__}, not an empty deque",
-        "trio_ws._framing.slim_event_queue",
+        "trio_ws._wire.framing.slim_event_queue",
         "it leaves the queue alone: every idle connection takes about 760 bytes more",
     )
     source = inspect.getsource(Connection)
     used = set(re.findall(r"self\._events\.(\w+)", source))
     assert used <= {"append", "popleft"}, broken(
         f"Connection._events is used through {sorted(used)}",
-        "trio_ws._framing.slim_event_queue (its list has only append and popleft)",
+        "trio_ws._wire.framing.slim_event_queue (its list has only append and popleft)",
         "a lost stream or any new event would raise AttributeError",
     )
 
@@ -285,13 +285,13 @@ def test_masker_is_looked_up_in_frame_protocol_at_each_frame(
     assert used, broken(
         "frames are no longer masked and unmasked through "
         "frame_protocol.XorMaskerSimple(key).process(data), looked up at each frame",
-        "trio_ws._masking.install (it replaces that name with the compiled Masker)",
+        "trio_ws._wire.masking.install (it replaces that name with the compiled Masker)",
         "the compiled masker is never used: masking stays pure Python, about "
         "70 us per 64 KiB received by a server or sent by a client",
     )
 
 
-# -- permessage-deflate (trio_ws._deflate.DeflateExtension) ------------------
+# -- permessage-deflate (trio_ws._wire.deflate.DeflateExtension) ------------------
 
 #: PerMessageDeflate's private fields DeflateExtension reads or writes.
 DEFLATE_FIELDS = {
@@ -329,14 +329,14 @@ def test_per_message_deflate_private_field(name: str) -> None:
     extension = PerMessageDeflate()
     assert getattr(extension, name, "missing") == initial, broken(
         f"PerMessageDeflate() no longer starts with {name} = {initial!r}",
-        f"trio_ws._deflate.{who}",
+        f"trio_ws._wire.deflate.{who}",
         effect,
     )
     if name == "_enabled":
         extension._enabled = True
         assert extension.enabled(), broken(
             "PerMessageDeflate.enabled() does not report _enabled",
-            f"trio_ws._deflate.{who}",
+            f"trio_ws._wire.deflate.{who}",
             effect,
         )
 
@@ -348,7 +348,7 @@ def test_per_message_deflate_compressible_opcode() -> None:
     same = method is not None and [method(op) for op in Opcode] == expected
     assert same, broken(
         "PerMessageDeflate._compressible_opcode(opcode) is gone or changed",
-        "trio_ws._deflate.DeflateExtension.frame_outbound",
+        "trio_ws._wire.deflate.DeflateExtension.frame_outbound",
         "sending fails with AttributeError, or control frames get compressed",
     )
 
@@ -372,20 +372,21 @@ def test_per_message_deflate_inbound_header_sets_the_message_state() -> None:
         "PerMessageDeflate.frame_inbound_header no longer sets _inbound_compressed, "
         "_inbound_is_compressible and a raw-deflate _decompressor (client window) "
         "for a message's first frame",
-        "trio_ws._deflate.DeflateExtension (calls it, then inflates on its own)",
+        "trio_ws._wire.deflate.DeflateExtension (calls it, then inflates on its own)",
         "compressed messages cannot be read",
     )
     extension.frame_inbound_header(proto, Opcode.CONTINUATION, NO_RSV, 5)  # type: ignore[arg-type]
     assert getattr(extension, "_inbound_compressed", None) is True, broken(
         "a continuation frame resets PerMessageDeflate._inbound_compressed",
-        "trio_ws._deflate.DeflateExtension.frame_inbound_payload_data",
+        "trio_ws._wire.deflate.DeflateExtension.frame_inbound_payload_data",
         "fragmented compressed messages are delivered still compressed",
     )
     extension._inbound_compressed = None  # as DeflateExtension does at a message's end
     extension.frame_inbound_header(proto, Opcode.BINARY, RSV1, 5)  # type: ignore[arg-type]
     assert getattr(extension, "_decompressor", None) is decompressor, broken(
         "PerMessageDeflate.frame_inbound_header replaces an existing _decompressor",
-        "trio_ws._deflate.DeflateExtension (keeps it between messages unless no_context_takeover)",
+        "trio_ws._wire.deflate.DeflateExtension (keeps it between messages unless "
+        "no_context_takeover)",
         "the peer's compression context is lost: its next message fails to inflate",
     )
 
@@ -426,7 +427,7 @@ def test_per_message_deflate_outbound_uses_the_existing_compressor(
     assert compressed, broken(
         "PerMessageDeflate.frame_outbound no longer compresses with an existing "
         "_compressor (setting RSV1, removing the final 00 00 ff ff)",
-        "trio_ws._deflate.DeflateExtension.frame_outbound (creates _compressor "
+        "trio_ws._wire.deflate.DeflateExtension.frame_outbound (creates _compressor "
         "with our level and memory_level, then calls it)",
         "Deflate(level=..., memory_level=...) is ignored or messages are corrupt",
     )
@@ -434,7 +435,7 @@ def test_per_message_deflate_outbound_uses_the_existing_compressor(
     assert getattr(extension, "_compressor", None) is expected, broken(
         "PerMessageDeflate.frame_outbound no longer drops _compressor after a "
         "message exactly when no_context_takeover is agreed",
-        "trio_ws._deflate.DeflateExtension and Protocol.frame_key (broadcast framing)",
+        "trio_ws._wire.deflate.DeflateExtension and Protocol.frame_key (broadcast framing)",
         "a server keeps a compressor per connection (memory), or a shared "
         "broadcast frame depends on earlier messages",
     )
@@ -451,7 +452,7 @@ def test_per_message_deflate_finalize_applies_the_response() -> None:
     assert applied, broken(
         "PerMessageDeflate.finalize(response) no longer applies the response's "
         "parameters and enables the extension",
-        "trio_ws._deflate.DeflateExtension.finalize (sets defaults, then calls it)",
+        "trio_ws._wire.deflate.DeflateExtension.finalize (sets defaults, then calls it)",
         "a client's compression is off or uses the wrong window",
     )
 
@@ -523,7 +524,7 @@ def test_extension_hooks_are_called_as_deflate_extension_expects() -> None:
         "complete(fin) once per frame, and frame_outbound per frame sent, each "
         "with proto.client; found "
         f"{recorder.calls}",
-        "trio_ws._deflate.DeflateExtension (frame_inbound_header/_payload_data/"
+        "trio_ws._wire.deflate.DeflateExtension (frame_inbound_header/_payload_data/"
         "_complete keep control frames out of a message's state; frame_outbound)",
         "compressed messages with a ping between fragments, or bounded inflation, may break",
     )
@@ -546,7 +547,7 @@ def test_extension_failure_is_a_close_event_in_an_open_state(code: CloseReason) 
         "an extension hook's CloseReason no longer comes out as "
         "CloseConnection(code, 'error in extension') with the state left OPEN "
         f"(found {events}, {connection.state})",
-        "trio_ws._protocol.Protocol._on_close (tells a parse failure from a close "
+        "trio_ws._wire.protocol.Protocol._on_close (tells a parse failure from a close "
         "frame by the state, 'invalid compressed data' by that reason)",
         "bad compressed data or an over-sized compressed message is reported "
         "with the wrong reason, or taken for the peer's close frame",
@@ -570,7 +571,7 @@ def test_parse_failure_is_a_close_event_in_an_open_state() -> None:
     assert told_apart, broken(
         "a protocol error no longer leaves the state OPEN, or a close frame no "
         "longer moves it to REMOTE_CLOSING",
-        "trio_ws._protocol.Protocol._on_close",
+        "trio_ws._wire.protocol.Protocol._on_close",
         "protocol errors are taken for the peer's close frame, or the reverse",
     )
 
@@ -580,7 +581,7 @@ def test_no_status_rcvd_sends_an_empty_close_frame() -> None:
     assert wire == b"\x88\x00", broken(
         f"CloseConnection(code=CloseReason.NO_STATUS_RCVD) is framed as {wire!r}, "
         "not an empty close frame",
-        "trio_ws._protocol.Protocol.encode_close (echoes a peer's code-less close)",
+        "trio_ws._wire.protocol.Protocol.encode_close (echoes a peer's code-less close)",
         "closing after a close frame without a code sends the wrong code or fails",
     )
 
@@ -604,7 +605,7 @@ def test_binary_messages_are_bytes() -> None:
         kinds = {type(event.data) for event in connection.events()}
         assert kinds == {bytes}, broken(
             f"BytesMessage.data is {kinds} (client={connection.client})",
-            "trio_ws._protocol.Protocol._on_data and length() (messages are str | bytes)",
+            "trio_ws._wire.protocol.Protocol._on_data and length() (messages are str | bytes)",
             "applications receive bytearray, and the queue's byte count is wrong",
         )
 
@@ -620,39 +621,40 @@ def test_fresh_protocol_has_the_fast_paths(kind: ConnectionType) -> None:
     buffer = protocol._buffer  # type: ignore[attr-defined]
     installed = isinstance(buffer, FrameBuffer) and getattr(decoder, "buffer", None) is buffer
     assert installed, broken(
-        "trio_ws._framing.install_buffer found no Buffer at "
+        "trio_ws._wire.framing.install_buffer found no Buffer at "
         "Connection._proto._frame_decoder.buffer",
-        "trio_ws._protocol.Protocol (the copy-free reader)",
+        "trio_ws._wire.protocol.Protocol (the copy-free reader)",
         "the copy-free reader is off (slower, still correct); update _framing.py",
     )
     check = protocol._between_messages  # type: ignore[attr-defined]
     assert check is not None, broken(
-        "trio_ws._framing.between_messages returned None on a fresh connection "
+        "trio_ws._wire.framing.between_messages returned None on a fresh connection "
         "(FrameDecoder.header, MessageDecoder.opcode or the buffer not as expected)",
-        "trio_ws._protocol.Protocol.receive_data (whole_messages fast path)",
+        "trio_ws._wire.protocol.Protocol.receive_data (whole_messages fast path)",
         "every message goes through wsproto's parser (slower, still correct)",
     )
     assert check() is True, broken(
         "between_messages() is False on a fresh connection (FrameDecoder.header "
         "or MessageDecoder.opcode not None)",
-        "trio_ws._protocol.Protocol.receive_data (whole_messages fast path)",
+        "trio_ws._wire.protocol.Protocol.receive_data (whole_messages fast path)",
         "every message goes through wsproto's parser (slower, still correct)",
     )
     assert decoder is not None
     assert protocol._decoder is decoder, broken(  # type: ignore[attr-defined]
-        "trio_ws._framing.frame_decoder found no FrameDecoder with .header and .payload_consumed",
-        "trio_ws._protocol.Protocol._announced_too_big",
+        "trio_ws._wire.framing.frame_decoder found no FrameDecoder with .header and "
+        ".payload_consumed",
+        "trio_ws._wire.protocol.Protocol._announced_too_big",
         "over-sized messages are refused only after they are buffered whole",
     )
     assert type(connection._events) is not deque, broken(  # type: ignore[attr-defined]
-        "trio_ws._framing.slim_event_queue left Connection._events alone",
-        "trio_ws._protocol.Protocol",
+        "trio_ws._wire.framing.slim_event_queue left Connection._events alone",
+        "trio_ws._wire.protocol.Protocol",
         "every idle connection takes about 760 bytes more",
     )
     if _masking.speedups_available() and not os.environ.get("TRIO_WS_NO_SPEEDUPS"):
         assert wsproto.frame_protocol.XorMaskerSimple is _masking.Masker, broken(
             "frame_protocol.XorMaskerSimple is not trio_ws's Masker",
-            "trio_ws._masking.install",
+            "trio_ws._wire.masking.install",
             "masking stays pure Python",
         )
 
@@ -667,7 +669,7 @@ def test_fresh_protocol_has_the_fast_paths(kind: ConnectionType) -> None:
     protocol.receive_data(frame(Opcode.BINARY, b"a", fin=False, mask=masked))
     assert check() is False, broken(
         "between_messages() is True in the middle of a fragmented message",
-        "trio_ws._framing.whole_messages",
+        "trio_ws._wire.framing.whole_messages",
         "frames in the middle of a message would be read as whole messages",
     )
     assert protocol.receive_data(frame(Opcode.CONTINUATION, b"b", mask=masked)) == [b"ab"]
@@ -676,7 +678,7 @@ def test_fresh_protocol_has_the_fast_paths(kind: ConnectionType) -> None:
     assert back, broken(
         "after a message parsed by wsproto, its decoder is not back between "
         "messages with our FrameBuffer",
-        "trio_ws._framing.between_messages",
+        "trio_ws._wire.framing.between_messages",
         "the whole-message fast path switches off for the rest of the connection",
     )
     # A frame announced over the limit is refused at its header.
@@ -685,7 +687,7 @@ def test_fresh_protocol_has_the_fast_paths(kind: ConnectionType) -> None:
     assert [type(item) for item in refused] == [Failure], broken(
         "a frame header announcing more than max_message_size is not refused "
         "before its payload arrives",
-        "trio_ws._protocol.Protocol._announced_too_big (FrameDecoder.header)",
+        "trio_ws._wire.protocol.Protocol._announced_too_big (FrameDecoder.header)",
         "over-sized messages are buffered whole before they are refused",
     )
 
@@ -698,7 +700,7 @@ def test_trailing_handshake_bytes_are_carried_into_frame_buffer() -> None:
     carried = isinstance(buffer, FrameBuffer) and len(buffer) == len(early)
     assert carried, broken(
         "the bytes that came with the 101 response are not in the installed FrameBuffer",
-        "trio_ws._framing.install_buffer (Connection(trailing_data=...))",
+        "trio_ws._wire.framing.install_buffer (Connection(trailing_data=...))",
         "a message the server sent right after accepting is lost, or the copy-free reader is off",
     )
     assert protocol.receive_data(b"") == ["early"]

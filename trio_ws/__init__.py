@@ -1,9 +1,13 @@
 """trio_ws: a Trio-native, structured-concurrency WebSocket client and server."""
 
-from ._client import connect, start_connection
-from ._close import CloseCode, CloseInfo
-from ._connection import WebSocket
-from ._deflate import Deflate
+from ._app.hub import Hub, HubStats, Member, open_hub
+from ._app.metrics import PrometheusMetrics
+from ._app.pool import ConnectionPool, open_pool
+from ._app.reconnect import Backoff, Reconnecting, reconnect
+from ._conn.connection import WebSocket
+from ._conn.message_stream import MessageStream
+from ._endpoints.client import connect, start_connection
+from ._endpoints.server import Handler, Server, serve
 from ._errors import (
     ConnectFailed,
     ConnectionClosed,
@@ -18,14 +22,10 @@ from ._errors import (
     WebSocketError,
 )
 from ._http import Accept, Headers, Request, Response
-from ._hub import Hub, HubStats, Member, open_hub
-from ._message_stream import MessageStream
-from ._metrics import PrometheusMetrics
 from ._options import Options
-from ._pool import ConnectionPool, open_pool
-from ._reconnect import Backoff, Reconnecting, reconnect
-from ._server import Handler, Server, serve
 from ._stats import ConnectionStats, ServerStats, Traffic
+from ._wire.close import CloseCode, CloseInfo
+from ._wire.deflate import Deflate
 
 __version__ = "0.1.0"
 

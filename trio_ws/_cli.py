@@ -13,11 +13,11 @@ from typing import Any, TextIO
 
 import trio
 
-from ._client import connect
-from ._close import CloseCode
-from ._connection import WebSocket
+from ._conn.connection import WebSocket
+from ._endpoints.client import connect
+from ._endpoints.server import Server, serve
 from ._errors import ConnectionClosed, HandshakeError, consists_of
-from ._server import Server, serve
+from ._wire.close import CloseCode
 
 __all__ = ["main"]
 

@@ -6,8 +6,8 @@ import sys
 
 import trio
 
-from ._close import CloseInfo
 from ._http import Headers
+from ._wire.close import CloseInfo
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ._deflate import Deflate
+from ._wire.deflate import Deflate
 
 __all__ = ["Options", "at_least_one", "check_connect_options", "positive"]
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._framing import FrameBuffer, frame_decoder
+from ._wire.framing import FrameBuffer, frame_decoder
 
 if TYPE_CHECKING:
-    from ._connection import WebSocket
-    from ._deflate import DeflateExtension
+    from ._conn.connection import WebSocket
+    from ._wire.deflate import DeflateExtension
 
 __all__ = [
     "background_tasks",

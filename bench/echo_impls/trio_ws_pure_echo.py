@@ -7,9 +7,9 @@ import os
 
 os.environ["TRIO_WS_NO_SPEEDUPS"] = "1"
 
-import trio_ws._masking
+import trio_ws._wire.masking
 
-assert not trio_ws._masking.ACTIVE, "TRIO_WS_NO_SPEEDUPS must be set before trio_ws loads"
+assert not trio_ws._wire.masking.ACTIVE, "TRIO_WS_NO_SPEEDUPS must be set before trio_ws loads"
 
 from .trio_ws_echo import connect, echo, serve  # noqa: E402
 

@@ -18,7 +18,7 @@ import wsproto.frame_protocol
 
 _mask: Callable[[bytes | bytearray | memoryview, bytes, int], bytes] | None
 try:
-    from ._speedups import mask as _mask
+    from .._speedups import mask as _mask
 except ImportError:  # pragma: no cover - built wherever a compiler exists
     _mask = None
 

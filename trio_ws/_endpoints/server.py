@@ -12,14 +12,14 @@ from typing import Any
 
 import trio
 
-from ._accept import AcceptFailures, accept_connections
-from ._close import CloseCode
-from ._connection import WebSocket
-from ._errors import ConnectionClosed, consists_of, split_off
-from ._lifecycle import close_explained, connection_log, start_background, traffic_of
-from ._options import Options
-from ._server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
-from ._stats import ServerStats, Traffic, total
+from .._conn.connection import WebSocket
+from .._conn.lifecycle import close_explained, connection_log, start_background, traffic_of
+from .._errors import ConnectionClosed, consists_of, split_off
+from .._options import Options
+from .._stats import ServerStats, Traffic, total
+from .._wire.close import CloseCode
+from .accept import AcceptFailures, accept_connections
+from .server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
 
 __all__ = ["Handler", "Server", "serve"]
 

@@ -13,9 +13,9 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-from ._http import Request, Response
-from ._hub import Hub
-from ._server import Server
+from .._endpoints.server import Server
+from .._http import Request, Response
+from .hub import Hub
 
 __all__ = ["PrometheusMetrics"]
 

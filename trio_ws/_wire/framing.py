@@ -37,7 +37,7 @@ from typing import Any
 from wsproto.connection import Connection
 from wsproto.frame_protocol import Buffer
 
-from . import _masking
+from . import masking as _masking
 
 __all__ = [
     "SMALL",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import trio
 
 if TYPE_CHECKING:
-    from ._protocol import Protocol
+    from .._wire.protocol import Protocol
 
 __all__ = [
     "STREAM_ERRORS",

@@ -11,20 +11,20 @@ from typing import Any, Literal
 
 import trio
 
-from ._close import CloseCode, CloseInfo, check_close_code, check_close_reason
-from ._close_state import CloseState
-from ._http import Request, Response
-from ._keepalive import Keepalive, Ping
-from ._lifecycle import Lifecycle
-from ._message_stream import MessageStream
-from ._options import Options
-from ._protocol import (
+from .._http import Request, Response
+from .._options import Options
+from .._stats import ConnectionStats, Traffic
+from .._wire.close import CloseCode, CloseInfo, check_close_code, check_close_reason
+from .._wire.protocol import (
     Message,
     Protocol,
 )
-from ._reader import Reader
-from ._stats import ConnectionStats, Traffic
-from ._writer import Kind, NotOpen, Writer
+from .close_state import CloseState
+from .keepalive import Keepalive, Ping
+from .lifecycle import Lifecycle
+from .message_stream import MessageStream
+from .reader import Reader
+from .writer import Kind, NotOpen, Writer
 
 __all__ = ["WebSocket"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import trio
 
-from ._close import CloseCode
-from ._connection import WebSocket
-from ._errors import ConnectionClosed, consists_of
-from ._lifecycle import close_explained
+from .._conn.connection import WebSocket
+from .._conn.lifecycle import close_explained
+from .._errors import ConnectionClosed, consists_of
+from .._wire.close import CloseCode
 
 __all__ = ["OwnedNursery", "close_for_exit", "exit_close_frame"]
 

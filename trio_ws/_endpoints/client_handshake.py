@@ -12,14 +12,14 @@ from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData
 from wsproto.events import Request as WSRequest
 from wsproto.utilities import RemoteProtocolError
 
-from ._connection import WebSocket
-from ._deflate import DeflateExtension
-from ._errors import ConnectFailed, ConnectionRejected, InvalidHandshake, TLSError
-from ._http import Headers, HeadersLike, Request, Response
-from ._options import Options
-from ._protocol import Protocol
-from ._reader import READ_SIZE
-from ._url import WebSocketURL
+from .._conn.connection import WebSocket
+from .._conn.reader import READ_SIZE
+from .._errors import ConnectFailed, ConnectionRejected, InvalidHandshake, TLSError
+from .._http import Headers, HeadersLike, Request, Response
+from .._options import Options
+from .._wire.deflate import DeflateExtension
+from .._wire.protocol import Protocol
+from .url import WebSocketURL
 
 __all__ = ["open_websocket_stream"]
 

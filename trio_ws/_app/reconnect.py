@@ -11,16 +11,16 @@ from typing import Any
 import attrs
 import trio
 
-from ._client import start_connection
-from ._connection import WebSocket
-from ._errors import (
+from .._conn.connection import WebSocket
+from .._endpoints.client import start_connection
+from .._endpoints.owner import OwnedNursery, close_for_exit
+from .._errors import (
     ConnectFailed,
     ConnectionRejected,
     HandshakeTimeout,
     ReconnectFailed,
 )
-from ._options import at_least_one, check_connect_options, positive
-from ._owner import OwnedNursery, close_for_exit
+from .._options import at_least_one, check_connect_options, positive
 
 __all__ = ["Backoff", "Reconnecting", "reconnect"]
 

@@ -10,13 +10,13 @@ from typing import Any
 import attrs
 import trio
 
-from ._client import start_connection
-from ._close import CloseCode
-from ._connection import WebSocket
-from ._errors import PoolTimeout, consists_of
-from ._lifecycle import close_explained
-from ._options import check_connect_options
-from ._owner import OwnedNursery, exit_close_frame
+from .._conn.connection import WebSocket
+from .._conn.lifecycle import close_explained
+from .._endpoints.client import start_connection
+from .._endpoints.owner import OwnedNursery, exit_close_frame
+from .._errors import PoolTimeout, consists_of
+from .._options import check_connect_options
+from .._wire.close import CloseCode
 
 __all__ = ["ConnectionPool", "open_pool"]
 

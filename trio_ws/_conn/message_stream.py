@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._protocol import Message, Piece
-from ._writer import NotOpen
+from .._wire.protocol import Message, Piece
+from .writer import NotOpen
 
 if TYPE_CHECKING:
-    from ._errors import ConnectionClosed
-    from ._reader import Reader
+    from .._errors import ConnectionClosed
+    from .reader import Reader
 
 __all__ = ["MessageStream"]
 

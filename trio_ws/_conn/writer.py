@@ -27,9 +27,9 @@ from typing import Any
 import outcome
 import trio
 
-from ._delivery import Outcome
-from ._protocol import Protocol
-from ._write_jobs import (
+from .._wire.protocol import Protocol
+from .delivery import Outcome
+from .write_jobs import (
     _IOV_MAX,
     STREAM_ERRORS,
     Data,

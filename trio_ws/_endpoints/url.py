@@ -7,7 +7,7 @@ import urllib.parse
 
 import attrs
 
-from ._errors import InvalidURL
+from .._errors import InvalidURL
 
 __all__ = ["WebSocketURL", "parse_url"]
 

@@ -24,12 +24,12 @@ from wsproto.events import AcceptConnection, RejectConnection
 from wsproto.events import Request as WSRequest
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
-from ._connection import WebSocket
-from ._deflate import DeflateExtension
-from ._http import Accept, Headers, Request, Response
-from ._options import Options
-from ._protocol import Protocol
-from ._reader import READ_SIZE
+from .._conn.connection import WebSocket
+from .._conn.reader import READ_SIZE
+from .._http import Accept, Headers, Request, Response
+from .._options import Options
+from .._wire.deflate import DeflateExtension
+from .._wire.protocol import Protocol
 
 __all__ = [
     "HandshakePolicy",

@@ -24,10 +24,10 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from . import _masking  # noqa: F401 - installs the compiled masker when available
-from ._close import CloseCode
-from ._deflate import DeflateExtension
-from ._framing import (
+from . import masking as _masking  # noqa: F401 - installs the compiled masker when available
+from .close import CloseCode
+from .deflate import DeflateExtension
+from .framing import (
     between_messages,
     frame_data,
     frame_decoder,

@@ -10,14 +10,14 @@ from typing import Any
 
 import trio
 
-from ._client_handshake import open_websocket_stream
-from ._connection import WebSocket
-from ._errors import HandshakeTimeout
-from ._http import HeadersLike
-from ._lifecycle import run_owned, start_background
-from ._options import Options
-from ._owner import OwnedNursery, close_for_exit, exit_close_frame
-from ._url import parse_url
+from .._conn.connection import WebSocket
+from .._conn.lifecycle import run_owned, start_background
+from .._errors import HandshakeTimeout
+from .._http import HeadersLike
+from .._options import Options
+from .client_handshake import open_websocket_stream
+from .owner import OwnedNursery, close_for_exit, exit_close_frame
+from .url import parse_url
 
 __all__ = ["connect", "start_connection"]
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, cast
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 
-from ._deflate import Deflate, DeflateExtension
-from ._protocol import PLAIN, deflate_key
+from .._wire.deflate import Deflate, DeflateExtension
+from .._wire.protocol import PLAIN, deflate_key
 
 if TYPE_CHECKING:
-    from ._writer import Writer
+    from .writer import Writer
 
 __all__ = ["PLAIN", "Delivery", "Framings", "Outcome", "deflate_key"]
 

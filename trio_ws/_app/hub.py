@@ -29,10 +29,10 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from ._close import CloseCode, check_close_code
-from ._connection import WebSocket
-from ._delivery import Delivery, Framings, Outcome
-from ._lifecycle import delivery_of
+from .._conn.connection import WebSocket
+from .._conn.delivery import Delivery, Framings, Outcome
+from .._conn.lifecycle import delivery_of
+from .._wire.close import CloseCode, check_close_code
 
 __all__ = ["Hub", "HubStats", "Member", "open_hub"]
 

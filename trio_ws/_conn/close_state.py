@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from typing import Literal
 
-from ._close import CloseCode, CloseInfo
+from .._wire.close import CloseCode, CloseInfo
 
 __all__ = ["Action", "CloseState", "Phase"]
 

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ._protocol import Incoming, Message, Piece, Protocol, length
-from ._writer import STREAM_ERRORS, NotOpen, descriptor
+from .._wire.protocol import Incoming, Message, Piece, Protocol, length
+from .writer import STREAM_ERRORS, NotOpen, descriptor
 
 __all__ = ["READ_SIZE", "Reader"]
 

@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from ._close import CloseCode
-from ._close_state import Action, CloseState
-from ._delivery import Delivery
-from ._errors import ConnectionClosed
-from ._keepalive import Keepalive, Ping, Step
-from ._options import Options
-from ._protocol import CloseReceived, Failure, Incoming, PingReceived, PongReceived
-from ._reader import Reader
-from ._stats import Traffic
-from ._writer import STREAM_ERRORS, Kind, NotOpen, Writer
+from .._errors import ConnectionClosed
+from .._options import Options
+from .._stats import Traffic
+from .._wire.close import CloseCode
+from .._wire.protocol import CloseReceived, Failure, Incoming, PingReceived, PongReceived
+from .close_state import Action, CloseState
+from .delivery import Delivery
+from .keepalive import Keepalive, Ping, Step
+from .reader import Reader
+from .writer import STREAM_ERRORS, Kind, NotOpen, Writer
 
 if TYPE_CHECKING:
-    from ._connection import WebSocket
+    from .connection import WebSocket
 
 __all__ = [
     "Lifecycle",

@@ -1,0 +1,2 @@
+"""What applications build on connections: hubs and rooms, pools, reconnecting,
+metrics."""
