@@ -3,12 +3,12 @@
 A hub is a registry of server connections, grouped in rooms, and a way to
 send one message to many of them at once. ``broadcast()`` frames the message
 once and hands the same bytes to every recipient without waiting (through
-each connection's ``Delivery``, see _delivery.py): written at once when the
-socket takes them and nothing is queued ahead, else queued for the
-connection's own writer task. So
-a broadcast never blocks, one client that stops reading delays no one else,
-and ``await ws.send()`` keeps its place among broadcasts to the same
-connection (it waits behind the broadcasts queued before it).
+each connection's ``Delivery``, see _conn/delivery.py): written at once when
+the socket takes them and nothing is queued ahead, else queued for the
+connection's own writer task. So a broadcast never blocks, one client that
+stops reading delays no one else, and ``await ws.send()`` keeps its place
+among broadcasts to the same connection (it waits behind the broadcasts
+queued before it).
 
 Each queue is bounded (``max_pending`` frames, ``max_pending_bytes`` bytes).
 When a message finds a queue full, the hub's policy applies to that one

@@ -198,7 +198,7 @@ class Protocol:
         self._streaming = False  # the current message is handed out as pieces
         self._drop_stream = False  # ...and its receiver left: drop the rest
         # The pieces of the message being assembled from fragments, where
-        # small pieces are merged (see _add_part): never one object per frame.
+        # small pieces are merged (see _on_data): never one object per frame.
         self._parts: list[str | bytes] = []
         self._size = 0  # bytes counted against max_message_size so far
         self._frames = 0  # frames of the current message so far
@@ -325,21 +325,16 @@ class Protocol:
             announced -= announced // 8192 + 64
         if self._size + announced <= limit:
             return None
-        self._parts = []
-        self._size = self._frames = self._frame_bytes = 0
         self._streaming = self._drop_stream = False
         self.dead = True  # wsproto is mid-frame: it can parse nothing more for us
-        return Failure(
-            CloseCode.MESSAGE_TOO_BIG,
-            f"message larger than {limit} bytes",
-            parser_usable=False,
-        )
+        return self._too_big(True, parser_usable=False)
 
     def _charge(self, piece: str | bytes, frame_end: bool) -> bool:
         """Count a piece of a message against max_message_size; False when
-        over. Beyond the first FREE_FRAMES frames of a message, a frame whose
-        last piece is shorter than FRAME_MIN_CHARGE bytes counts that much, so
-        that a flood of tiny or empty frames also reaches the limit."""
+        over. Beyond the first FREE_FRAMES frames of a message, a frame of
+        fewer than FRAME_MIN_CHARGE bytes (however many reads brought it)
+        counts that much, so that a flood of tiny or empty frames also
+        reaches the limit."""
         size = _size(piece)
         if frame_end:
             self._frames += 1
@@ -432,14 +427,16 @@ class Protocol:
         if self._streaming:
             self._drop_stream = True
 
-    def _too_big(self, finished: bool) -> Failure:
+    def _too_big(self, finished: bool, *, parser_usable: bool = True) -> Failure:
+        """Refuse the current message with 1009; with a usable parser, skip
+        the rest of it as it arrives."""
         self._parts = []
         self._size = self._frames = self._frame_bytes = 0
-        self._discarding = not finished
+        self._discarding = not finished and parser_usable
         return Failure(
             CloseCode.MESSAGE_TOO_BIG,
             f"message larger than {self._max_size} bytes",
-            parser_usable=True,
+            parser_usable=parser_usable,
         )
 
     def _on_close(self, event: CloseConnection) -> CloseReceived | Failure:
