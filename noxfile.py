@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the library."""
-    session.install("-e", ".", "mypy>=1.10", "trustme", "exceptiongroup")
+    session.install("-e", ".[redis]", "mypy>=1.10", "trustme", "exceptiongroup")
     session.run("mypy", "--strict", "trio_ws")
 
 
@@ -50,7 +50,7 @@ def autobahn(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trio_ws side by side with its peers, medians and ratios."""
-    session.install("-e", ".", *PEERS)
+    session.install("-e", ".[redis]", *PEERS, "python-socketio[asyncio_client]", "redis")
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/stalled_writer.py", "--rounds", "2")
     quick = [a for a in session.posargs if a == "--quick"]
@@ -58,3 +58,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/fanout.py", "--compression", *quick)
     session.run("python", "bench/memory.py", *(["--connections", "50"] if quick else []))
     session.run("python", "bench/hostile.py", *(["--connections", "5"] if quick else []))
+    session.run("python", "bench/backplane.py", *quick)

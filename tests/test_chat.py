@@ -175,6 +175,62 @@ async def test_bad_input_gets_an_error_or_a_close(nursery: trio.Nursery) -> None
     assert (await ann.next())["text"] == "still here"
 
 
+async def serve_rooms(nursery: trio.Nursery, hub: trio_ws.Hub) -> trio_ws.Server:
+    """The chat's handler on a hub of the test's own."""
+    server: trio_ws.Server = await nursery.start(
+        trio_ws.serve, chat.ChatRooms(hub).handler, "127.0.0.1", 0
+    )
+    return server
+
+
+async def test_without_an_answer_from_redis_the_names_are_this_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(room: str) -> tuple[trio_ws.ClusterMember, ...]:
+        raise trio_ws.BackplaneError("Redis did not answer within 1 s")
+
+    async with trio_ws.open_hub() as hub, trio.open_nursery() as nursery:
+        monkeypatch.setattr(hub, "cluster_members", unreachable)
+        server = await serve_rooms(nursery, hub)
+        ann, bob = await User.connect(nursery, server), await User.connect(nursery, server)
+        assert (await ann.join("lobby", "ann"))["members"] == ["ann"]
+        taken = await bob.join("lobby", "ann")
+        assert taken == {"type": "error", "error": "the name 'ann' is taken in 'lobby'"}
+        assert (await bob.join("lobby", "bob"))["members"] == ["ann", "bob"]
+        nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "chat"]
+    said = (
+        "no answer from Redis (Redis did not answer within 1 s): "
+        "names in 'lobby' are this process's"
+    )
+    assert warnings == [said] * 3
+
+
+async def test_one_name_once_per_room_while_redis_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two users of one process ask for the same name at once: while the
+    member list comes from Redis, neither is in the room yet; the one who
+    asked second is refused all the same."""
+    async with trio_ws.open_hub() as hub, trio.open_nursery() as nursery:
+        local_members = hub.cluster_members
+
+        async def slow(room: str) -> tuple[trio_ws.ClusterMember, ...]:
+            members = await local_members(room)
+            await trio.sleep(0.1)  # a round trip to Redis
+            return members
+
+        monkeypatch.setattr(hub, "cluster_members", slow)
+        server = await serve_rooms(nursery, hub)
+        ann, twin = await User.connect(nursery, server), await User.connect(nursery, server)
+        await ann.send(type="join", room="lobby", name="ann")
+        await twin.send(type="join", room="lobby", name="ann")
+        answers = sorted([(await ann.next())["type"], (await twin.next())["type"]])
+        assert answers == ["error", "welcome"]
+        assert [member.metadata["name"] for member in hub.members("lobby")] == ["ann"]
+        nursery.cancel_scope.cancel()
+
+
 def test_parse_checks_every_field() -> None:
     assert chat.parse('{"type": "leave", "room": "r-1_x"}') == chat.Leave("r-1_x")
     assert chat.parse('{"type": "join", "room": "été", "name": " ann "}') == chat.Join(

@@ -1,8 +1,10 @@
 """The close state machine (trio_ws/_conn/close_state.py) as a table: from each
-state, each event, to the next state and the action the connection takes."""
+state, each event, to the next state and the action the connection takes; and
+the flags the reader, the writer and the connection read in each phase."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pytest
@@ -64,6 +66,16 @@ REPLIED = CloseInfo(1001, "going", "local", None)
 TOO_BIG = CloseInfo(1009, "too big", "local", "too big!")
 DEAD = CloseInfo(1002, "bad", "local", "protocol error: bad")
 LOST = CloseInfo(1006, "", "peer", "connection lost without a close frame")
+
+# The flags read in place of the phase, (closing, settled, closed): the writer
+# takes no broadcast once closing, the reader queues no message and reads at
+# once; the connection waits for settled, then closed.
+FLAGS = {
+    Phase.OPEN: (False, False, False),
+    Phase.CLOSING: (True, False, False),
+    Phase.SETTLED: (True, True, False),
+    Phase.CLOSED: (True, True, True),
+}
 
 S, N, ST, SS = Action.START, Action.NONE, Action.SETTLE, Action.START_SETTLED
 C, SE, CL = Phase.CLOSING, Phase.SETTLED, Phase.CLOSED
@@ -135,9 +147,21 @@ def test_transition(
     assert s.phase is phase
     assert s.info == info
     assert s.frame == frame
-    assert s.closing == (phase is not Phase.OPEN)
-    assert s.settled == (phase in (Phase.SETTLED, Phase.CLOSED))
-    assert s.closed == (phase is Phase.CLOSED)
+    assert (s.closing, s.settled, s.closed) == FLAGS[phase]
+
+
+def test_a_new_state_is_open_with_every_flag_down() -> None:
+    s = CloseState()
+    assert s.phase is Phase.OPEN
+    assert (s.closing, s.settled, s.closed) == FLAGS[Phase.OPEN]
+    assert (s.info, s.frame, s.awaiting_reply) == (None, None, False)
+
+
+@pytest.mark.parametrize("flag", ["closing", "settled", "closed"])
+def test_flags_are_plain_attributes(flag: str) -> None:
+    """Kept up to date by each transition, not computed when read: the writer
+    reads ``closing`` once per broadcast offer (one attribute load)."""
+    assert not isinstance(inspect.getattr_static(CloseState, flag), property)
 
 
 def test_table_has_every_state_and_every_event_from_open() -> None:

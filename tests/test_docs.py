@@ -95,12 +95,16 @@ def test_the_output_matcher() -> None:
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[block.id for block in ALL_BLOCKS])
-def test_documented_program_runs(block: Block, tmp_path: Path) -> None:
+def test_documented_program_runs(
+    block: Block, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if "import trustme" in block.code:
         pytest.importorskip("trustme")
     script = tmp_path / "program.py"
     script.write_text(block.code, encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if "REDIS_URL" in block.code:  # a program of the backplane's: a Redis of its own
+        env["REDIS_URL"] = request.getfixturevalue("redis_server").url
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

@@ -28,15 +28,8 @@ from rawpeer import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, close_payload
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from trio_ws._wire.protocol import (
-    FRAME_MIN_CHARGE,
-    FREE_FRAMES,
-    CloseReceived,
-    Failure,
-    PingReceived,
-    PongReceived,
-    Protocol,
-)
+from trio_ws._wire.events import CloseReceived, Failure, PingReceived, PongReceived
+from trio_ws._wire.protocol import FRAME_MIN_CHARGE, FREE_FRAMES, Protocol
 
 # Deterministic and without an example database: the same examples on every
 # run, so CI is never flaky; the whole file runs in a few seconds. No explain

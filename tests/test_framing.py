@@ -18,6 +18,7 @@ from wsproto.frame_protocol import Buffer
 
 import trio_ws
 from trio_ws._test_hooks import copy_free_reading
+from trio_ws._wire.events import CloseReceived, PingReceived
 from trio_ws._wire.framing import (
     SMALL,
     FrameBuffer,
@@ -26,7 +27,7 @@ from trio_ws._wire.framing import (
     slim_event_queue,
     whole_messages,
 )
-from trio_ws._wire.protocol import CloseReceived, PingReceived, Protocol
+from trio_ws._wire.protocol import Protocol
 
 SIZES = [0, 1, 125, 126, 127, SMALL - 1, SMALL, 65535, 65536, 65537, 200_003]
 

@@ -14,7 +14,8 @@ from rawpeer import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawClient, close_pa
 from wsproto.connection import Connection, ConnectionType
 
 import trio_ws
-from trio_ws._wire.protocol import CloseReceived, Failure, PingReceived, PongReceived, Protocol
+from trio_ws._wire.events import CloseReceived, Failure, PingReceived, PongReceived
+from trio_ws._wire.protocol import Protocol
 
 
 def server_protocol(max_size: int | None = 100) -> Protocol:

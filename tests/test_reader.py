@@ -22,17 +22,12 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage
 
 import trio_ws
+from trio_ws._conn.close_state import CloseState
 from trio_ws._conn.reader import Reader
 from trio_ws._conn.writer import NotOpen
 from trio_ws._wire.deflate import DeflateExtension
-from trio_ws._wire.protocol import (
-    FRAME_MIN_CHARGE,
-    FREE_FRAMES,
-    Incoming,
-    Piece,
-    PingReceived,
-    Protocol,
-)
+from trio_ws._wire.events import Incoming, Piece, PingReceived
+from trio_ws._wire.protocol import FRAME_MIN_CHARGE, FREE_FRAMES, Protocol
 
 MiB = 2**20
 
@@ -286,7 +281,8 @@ async def test_queued_bytes_count_what_messages_take(nursery: trio.Nursery) -> N
 class ReaderRig:
     """A Reader on one end of a stream pair, its task running in ``nursery``;
     ``peer`` is the other end. Control events and end-of-file reports are
-    collected in ``events`` and ``eofs``."""
+    collected in ``events`` and ``eofs``; end-of-file starts closing in
+    ``state``, the close state, as a connection's does."""
 
     def __init__(
         self,
@@ -303,11 +299,22 @@ class ReaderRig:
         self.protocol = Protocol(Connection(ConnectionType.SERVER, extensions), None, deflate)
         self.events: list[Incoming] = []
         self.eofs: list[BaseException | None] = []
+        self.state = CloseState()
         self.reader = Reader(
-            ours, self.protocol, max_queue, self.events.append, self.eofs.append, max_queue_bytes
+            ours,
+            self.protocol,
+            self.state,
+            max_queue,
+            self.events.append,
+            self._on_eof,
+            max_queue_bytes,
         )
         assert not self.reader.direct
         nursery.start_soon(self.reader.run)
+
+    def _on_eof(self, error: BaseException | None) -> None:
+        self.eofs.append(error)
+        self.state.stream_ended(error)
 
 
 def compressing_client() -> tuple[DeflateExtension, Connection]:
@@ -443,6 +450,38 @@ async def test_reader_inflates_a_compressed_backlog_only_as_room_frees(
     assert not rig.protocol.backlog
 
 
+async def test_reader_once_closing_queues_nothing_more_and_reads_on(
+    nursery: trio.Nursery,
+) -> None:
+    """Closing starts (the close state says so, and the owner wakes the
+    reader): the reader task reads at once although the queue is full, and
+    drops what comes; the messages queued before are still handed out, then
+    NotOpen."""
+    rig = ReaderRig(nursery, max_queue=1, lockstep=True)
+    reader = rig.reader
+    sent = 0
+
+    async def peer() -> None:
+        nonlocal sent
+        for i in range(3):
+            await rig.peer.send_all(frame(TEXT, str(i).encode()))
+            sent += 1
+
+    nursery.start_soon(peer)
+    await trio.testing.wait_all_tasks_blocked()
+    assert reader.paused
+    assert sent == 1
+    rig.state.close(1000, "", "local", None)
+    reader.wake()
+    await trio.testing.wait_all_tasks_blocked()
+    assert not reader.paused
+    assert sent == 3  # read at once, the queue full or not...
+    assert reader.discarded == 2  # ...and dropped
+    assert await reader.receive() == "0"
+    with pytest.raises(NotOpen):
+        await reader.receive()
+
+
 async def test_reader_end_of_file_after_the_queued_messages(nursery: trio.Nursery) -> None:
     rig = ReaderRig(nursery)
     reader = rig.reader
@@ -464,7 +503,7 @@ async def test_reader_end_of_file_after_the_queued_messages(nursery: trio.Nurser
         await rig.peer.send_eof()
     assert sorted(outcomes) == ["NotOpen", "a", "b"]  # type: ignore[type-var]
     assert reader.eof
-    assert reader.ended
+    assert rig.state.closing
     assert rig.eofs == [None]
 
     rig = ReaderRig(nursery)

@@ -433,3 +433,108 @@ async def test_each_close_is_logged_once_at_info(
             f"[conn {remote.id}] peer closed the connection with 1000 (normal closure)",
         ]
     )
+
+
+async def test_reuse_port_lets_servers_share_a_port(nursery: trio.Nursery) -> None:
+    """Two servers with reuse_port=True on one port: the kernel gives
+    connections to both. Without it, the port is taken."""
+
+    def saying(name: str) -> trio_ws.Handler:
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            await ws.send(name)
+
+        return handler
+
+    first = await start_server(nursery, saying("first"), reuse_port=True)
+    second: trio_ws.Server = await nursery.start(
+        lambda task_status: trio_ws.serve(
+            saying("second"), "127.0.0.1", first.port, reuse_port=True, task_status=task_status
+        )
+    )
+    assert second.port == first.port
+    heard: set[str | bytes] = set()
+    with trio.fail_after(10):
+        while heard != {"first", "second"}:
+            async with trio_ws.connect(url_of(first)) as ws:
+                heard.add(await ws.receive())
+    with pytest.raises(OSError, match="in use"):
+        await trio_ws.serve(echo, "127.0.0.1", first.port)
+
+
+async def test_reuse_port_where_the_platform_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.delattr(socket, "SO_REUSEPORT")
+    with pytest.raises(ValueError, match="no SO_REUSEPORT"):
+        await trio_ws.serve(echo, "127.0.0.1", 0, reuse_port=True)
+
+
+# -- serve_listeners: listeners the caller opened -----------------------------------
+
+
+async def test_serve_listeners_on_a_listener_of_our_own(nursery: trio.Nursery) -> None:
+    """A listener opened here, served; the server closes it when it stops."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    server: trio_ws.Server = await nursery.start(trio_ws.serve_listeners, echo, listeners)
+    assert server.listeners == listeners
+    assert server.port == port
+    assert server.ports == [port]
+    async with trio_ws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.send("over a listener of ours")
+        assert await ws.receive() == "over a listener of ours"
+    await server.aclose()
+    assert listeners[0].socket.fileno() == -1  # closed by the server
+    with pytest.raises(trio_ws.ConnectFailed):
+        async with trio_ws.connect(f"ws://127.0.0.1:{port}/"):
+            pass  # pragma: no cover
+
+
+async def test_serve_listeners_takes_the_arguments_of_serve(nursery: trio.Nursery) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    server: trio_ws.Server = await nursery.start(
+        lambda task_status: trio_ws.serve_listeners(
+            echo,
+            listeners,
+            subprotocols=["chat.v1"],
+            max_message_size=10,
+            task_status=task_status,
+        )
+    )
+    assert server.options.max_message_size == 10
+    async with trio_ws.connect(url_of(server), subprotocols=["chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v1"
+        await ws.send("x" * 11)
+        with pytest.raises(trio_ws.ConnectionClosed) as closed:
+            await ws.receive()
+        assert closed.value.code == trio_ws.CloseCode.MESSAGE_TOO_BIG
+
+
+async def test_serve_listeners_closes_the_listeners_when_it_refuses_its_arguments() -> None:
+    bad: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"max_connections": 0}, ValueError, "max_connections must be a positive integer"),
+        ({"max_message_size": -1}, ValueError, "max_message_size"),
+        ({"no_such_option": 1}, TypeError, "no_such_option"),
+    ]
+    for arguments, error, message in bad:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        with pytest.raises(error, match=message):
+            await trio_ws.serve_listeners(echo, listeners, **arguments)
+        assert all(listener.socket.fileno() == -1 for listener in listeners)
+    with pytest.raises(ValueError, match="at least one listener"):
+        await trio_ws.serve_listeners(echo, [])
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    with pytest.raises(TypeError, match=r"trio\.SocketListener"):
+        await trio_ws.serve_listeners(echo, [*listeners, listeners[0].socket])  # type: ignore[list-item]
+    assert listeners[0].socket.fileno() == -1
+
+
+async def test_serve_checks_its_arguments_before_binding(nursery: trio.Nursery) -> None:
+    """A bad setting is named even on a busy port: serve() checks before it binds."""
+    busy = await start_server(nursery)
+    fds_before = open_fds()
+    with pytest.raises(ValueError, match="max_connections must be a positive integer"):
+        await trio_ws.serve(echo, "127.0.0.1", busy.port, max_connections=-1)
+    with pytest.raises(TypeError):
+        await trio_ws.serve(echo, "127.0.0.1", busy.port, no_such_option=1)
+    assert open_fds() == fds_before

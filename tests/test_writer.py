@@ -21,6 +21,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 import trio_ws
+from trio_ws._conn.close_state import CloseState
 from trio_ws._conn.delivery import Framings, Outcome
 from trio_ws._conn.writer import MAX_QUEUED_PONGS, Kind, NotOpen, Writer
 from trio_ws._test_hooks import set_socket_buffers
@@ -221,9 +222,12 @@ class WriterRig:
             )
             ours, self.peer = pair()
         self.breakages: list[BaseException] = []
+        #: The close state the writer reads (a connection's own).
+        self.state = CloseState()
         self.writer = Writer(
             ours,
             Protocol(Connection(ConnectionType.SERVER), None),
+            self.state,
             self.breakages.append,
             nursery.start_soon,
             frame_size,
@@ -448,11 +452,12 @@ async def test_writer_queue_message_and_offer_within_limits(nursery: trio.Nurser
     assert writer.offer(f_frame, True, 1, 0, 100) is FULL  # max_frames 0: never
     assert await rig.read(5) == ["a", "b", "c", b"big", "f"]
     assert writer.queued_bytes == 0
-    # Closing: nothing more is queued.
-    writer.closing = True
+    # Closing (the close state says so): nothing more is queued.
+    rig.state.close(1000, "", "local", None)
     assert writer.queue_message("x", 1, 3, 100) is CLOSED
     assert writer.offer(f_frame, True, 1, 3, 100) is CLOSED
-    writer.closing = False
+    # A stream that takes no more writes: nor there.
+    writer = WriterRig(nursery).writer
     writer.fail_all(NotOpen())
     assert writer.queue_message("x", 1, 3, 100) is CLOSED
     assert writer.offer(f_frame, True, 1, 3, 100) is CLOSED

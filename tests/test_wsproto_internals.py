@@ -39,8 +39,9 @@ from wsproto.frame_protocol import (
 
 from trio_ws._wire import masking as _masking
 from trio_ws._wire.deflate import Deflate
+from trio_ws._wire.events import Failure
 from trio_ws._wire.framing import FrameBuffer, frame_decoder, install_buffer
-from trio_ws._wire.protocol import Failure, Protocol
+from trio_ws._wire.protocol import Protocol
 
 WSPROTO = importlib.metadata.version("wsproto")
 SERVER = ConnectionType.SERVER
@@ -605,7 +606,8 @@ def test_binary_messages_are_bytes() -> None:
         kinds = {type(event.data) for event in connection.events()}
         assert kinds == {bytes}, broken(
             f"BytesMessage.data is {kinds} (client={connection.client})",
-            "trio_ws._wire.protocol.Protocol._on_data and length() (messages are str | bytes)",
+            "trio_ws._wire.protocol.Protocol._on_data and trio_ws._wire.events.length() "
+            "(messages are str | bytes)",
             "applications receive bytearray, and the queue's byte count is wrong",
         )
 

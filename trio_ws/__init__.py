@@ -4,10 +4,13 @@ from ._app.hub import Hub, HubStats, Member, open_hub
 from ._app.metrics import PrometheusMetrics
 from ._app.pool import ConnectionPool, open_pool
 from ._app.reconnect import Backoff, Reconnecting, reconnect
+from ._cluster.backplane import BackplaneError, BackplaneStats, ClusterMember, RedisBackplane
+from ._cluster.worker import Worker, current_worker
+from ._cluster.workers import WorkerCrashLoop, Workers, open_workers, run_workers
 from ._conn.connection import WebSocket
 from ._conn.message_stream import MessageStream
 from ._endpoints.client import connect, start_connection
-from ._endpoints.server import Handler, Server, serve
+from ._endpoints.server import Handler, Server, serve, serve_listeners
 from ._errors import (
     ConnectFailed,
     ConnectionClosed,
@@ -32,8 +35,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Accept",
     "Backoff",
+    "BackplaneError",
+    "BackplaneStats",
     "CloseCode",
     "CloseInfo",
+    "ClusterMember",
     "ConnectFailed",
     "ConnectionClosed",
     "ConnectionPool",
@@ -55,6 +61,7 @@ __all__ = [
     "PrometheusMetrics",
     "ReconnectFailed",
     "Reconnecting",
+    "RedisBackplane",
     "Request",
     "Response",
     "Server",
@@ -63,11 +70,18 @@ __all__ = [
     "Traffic",
     "WebSocket",
     "WebSocketError",
+    "Worker",
+    "WorkerCrashLoop",
+    "Workers",
     "__version__",
     "connect",
+    "current_worker",
     "open_hub",
     "open_pool",
+    "open_workers",
     "reconnect",
+    "run_workers",
     "serve",
+    "serve_listeners",
     "start_connection",
 ]

@@ -13,11 +13,16 @@ from typing import Any, TextIO
 
 import trio
 
+from ._cluster.backplane import BackplaneError
+from ._cluster.workers import WorkerCrashLoop, Workers, run_workers
 from ._conn.connection import WebSocket
 from ._endpoints.client import connect
 from ._endpoints.server import Server, serve
 from ._errors import ConnectionClosed, HandshakeError, consists_of
 from ._wire.close import CloseCode
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["main"]
 
@@ -168,6 +173,59 @@ def chat_module(name: str) -> Any:
     return module
 
 
+def run_chat(args: argparse.Namespace) -> int:
+    """``python -m trio_ws chat``: one process, or ``--workers`` processes
+    sharing their rooms through ``--redis``. Returns the exit status."""
+    server = chat_module("server")  # fails early outside a source tree
+    if args.workers == 1:
+        options = ["--host", args.host, "--port", str(args.port)]
+        if args.redis is not None:
+            options += ["--redis", args.redis]
+        try:
+            return int(server.run(options, client_command="python -m trio_ws chat-client"))
+        except BaseException as exc:
+            # Redis unreachable, or the redis extra missing: one line, no traceback.
+            if args.redis is None or not consists_of(exc, (BackplaneError, ImportError)):
+                raise
+            while isinstance(exc, BaseExceptionGroup):
+                exc = exc.exceptions[0]
+            print(f"python -m trio_ws chat: error: {exc}", file=sys.stderr)
+            return 1
+    if args.redis is None:
+        print(
+            f"python -m trio_ws chat: error: --workers {args.workers} needs --redis URL "
+            "(without Redis, each worker would have rooms of its own)",
+            file=sys.stderr,
+        )
+        return 2
+    # Each worker is `python -m trio_ws chat --redis URL`, which serves the
+    # supervisor's port when it finds itself started as a worker.
+    command = [sys.executable, "-m", "trio_ws", *(["-v"] if args.verbose else [])]
+    command += ["chat", "--host", args.host, "--port", str(args.port), "--redis", args.redis]
+
+    def banner(workers: Workers) -> None:
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"{shown}:{workers.port}/"
+        print(f"chat server on http://{url} with {workers.count} workers (Ctrl-C to stop)")
+        print("open that page in a browser, or join from a terminal:")
+        print(f"  python -m trio_ws chat-client ws://{url} --name YOUR_NAME", flush=True)
+
+    try:
+        run_workers(command, workers=args.workers, host=args.host, port=args.port, on_ready=banner)
+    except WorkerCrashLoop as exc:
+        print(f"python -m trio_ws chat: error: {exc}", file=sys.stderr)
+        return 1
+    print("stopped", flush=True)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 # -- entry point -----------------------------------------------------------
 
 
@@ -180,6 +238,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     chat_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     chat_cmd.add_argument("--port", type=int, default=8765, help="default: 8765; 0: a free port")
+    chat_cmd.add_argument(
+        "--redis", metavar="URL", help="share rooms through Redis (redis://host:port/db)"
+    )
+    chat_cmd.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="serve the port with N processes (needs --redis); default: 1",
+    )
     client_cmd = commands.add_parser("chat-client", help="join a chat server from the terminal")
     client_cmd.add_argument("url", help="the chat server's ws:// URL")
     client_cmd.add_argument("--name", required=True, help="your name in the chat")
@@ -202,9 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if args.command == "chat":
-            server = chat_module("server")
-            options = ["--host", args.host, "--port", str(args.port)]
-            return int(server.run(options, client_command="python -m trio_ws chat-client"))
+            return run_chat(args)
         if args.command == "chat-client":
             client = chat_module("client")
             return int(client.run([args.url, "--name", args.name, "--room", args.room]))

@@ -3,6 +3,8 @@
     python examples/chat/server.py                 # http://127.0.0.1:8765/ until Ctrl-C
     python examples/chat/server.py --port 0        # a free port
     python -m trio_ws chat                         # the same, from the command line
+    python -m trio_ws chat --redis redis://127.0.0.1:6379/0 --workers 2
+                                                   # 2 processes, rooms shared through Redis
 
 Open the URL it prints in a browser, or join from a terminal with
 ``python examples/chat/client.py ws://127.0.0.1:8765/ --name ann``.
@@ -29,9 +31,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
+import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,8 @@ MAX_CONNECTIONS = 1000  # beyond this, new clients get 503
 ROOM_NAME = re.compile(r"[\w-]{1,32}")  # letters, digits, _ and -
 
 PAGE = Path(__file__).with_name("index.html")
+
+logger = logging.getLogger("chat")
 
 
 # -- 2. The protocol: what a client may send -----------------------------------------
@@ -147,7 +154,7 @@ class ChatRooms:
             try:
                 request = parse(raw)
                 if isinstance(request, Join):
-                    self.join(member, request)
+                    await self.join(member, request)
                 elif isinstance(request, Chat):
                     self.chat(member, request)
                 else:
@@ -159,7 +166,7 @@ class ChatRooms:
                     return
                 self.hub.send_json_to(ws, {"type": "error", "error": str(exc)})
 
-    def join(self, member: trio_ws.Member, request: Join) -> None:
+    async def join(self, member: trio_ws.Member, request: Join) -> None:
         name, room = member.metadata["name"], request.room
         if name is not None and request.name != name:
             raise BadMessage(f"you are already called {name!r}")
@@ -167,7 +174,7 @@ class ChatRooms:
             raise BadMessage(f"you are already in {room!r}")
         if len(member.rooms) >= MAX_ROOMS:
             raise BadMessage(f"you can be in at most {MAX_ROOMS} rooms")
-        names = [other.metadata["name"] for other in self.hub.members(room)]
+        names = await self.names_in(room)
         if request.name in names:
             raise BadMessage(f"the name {request.name!r} is taken in {room!r}")
         member.metadata["name"] = request.name
@@ -178,6 +185,20 @@ class ChatRooms:
         self.hub.broadcast_json(
             {"type": "joined", "room": room, "name": request.name}, room=room, exclude=member
         )
+
+    async def names_in(self, room: str) -> list[str]:
+        """The names in ``room``: in every chat process sharing this one's
+        Redis (``--redis``), or in this process alone."""
+        try:
+            members = await self.hub.cluster_members(room)
+        except trio_ws.BackplaneError as exc:
+            logger.warning("no answer from Redis (%s): names in %r are this process's", exc, room)
+            members = ()
+        # This process's members as they are now, after the await (another
+        # connection may have joined meanwhile), then those of the others,
+        # as Redis knew them a moment ago.
+        here = [other.metadata["name"] for other in self.hub.members(room)]
+        return here + [other.metadata["name"] for other in members if not other.local]
 
     def chat(self, member: trio_ws.Member, request: Chat) -> None:
         if request.room not in member.rooms:
@@ -216,14 +237,17 @@ def metrics_for(hub: trio_ws.Hub) -> trio_ws.PrometheusMetrics | None:
 
 
 def process_request_for(
-    metrics: trio_ws.PrometheusMetrics | None,
-) -> Callable[[trio_ws.Request], trio_ws.Response | None]:
+    metrics: trio_ws.PrometheusMetrics | None, worker: trio_ws.Worker | None = None
+) -> Callable[[trio_ws.Request], trio_ws.Response | trio_ws.Accept | None]:
     """The server's process_request: it sees every HTTP request first."""
 
-    def process_request(request: trio_ws.Request) -> trio_ws.Response | None:
+    def process_request(request: trio_ws.Request) -> trio_ws.Response | trio_ws.Accept | None:
         if request.is_upgrade:
             if not same_origin(request):
                 return trio_ws.Response.text(403, "this page's origin may not use the chat\n")
+            if worker is not None:
+                # One of several processes: say which one took the connection.
+                return trio_ws.Accept(headers=[("X-Worker-Pid", str(os.getpid()))])
             return None  # upgrade: the handler takes it from here
         if request.path == "/":
             return trio_ws.Response(
@@ -239,23 +263,39 @@ def process_request_for(
 # -- 5. Starting it ------------------------------------------------------------------
 
 
+def open_chat_hub(redis: str | None) -> AbstractAsyncContextManager[trio_ws.Hub]:
+    """The chat's hub: in this process alone, or, given the URL of a Redis
+    server, sharing its rooms with every chat process using the same Redis."""
+    if redis is None:
+        return trio_ws.open_hub()
+    return trio_ws.open_hub(backplane=trio_ws.RedisBackplane(redis, prefix="chat"))
+
+
 async def serve_chat(
     host: str,
     port: int,
     *,
+    redis: str | None = None,
+    worker: trio_ws.Worker | None = None,
     task_status: trio.TaskStatus[trio_ws.Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the chat server until cancelled; ``nursery.start`` gives the Server."""
+    """Run the chat server until cancelled; ``nursery.start`` gives the Server.
+    ``redis``: a Redis URL, to share rooms with other chat processes.
+    ``worker``: serve the port of a supervisor (``--workers``), not host:port,
+    until SIGTERM."""
+    listen: Callable[..., Awaitable[None]]
+    if worker is None:
+        listen = functools.partial(trio_ws.serve, host=host, port=port)
+    else:
+        listen = worker.serve
     # The hub is opened around the server, so that it outlives every handler.
-    async with trio_ws.open_hub() as hub, trio.open_nursery() as nursery:
+    async with open_chat_hub(redis) as hub, trio.open_nursery() as nursery:
         metrics = metrics_for(hub)
         server: trio_ws.Server = await nursery.start(
             functools.partial(
-                trio_ws.serve,
+                listen,
                 ChatRooms(hub).handler,
-                host,
-                port,
-                process_request=process_request_for(metrics),
+                process_request=process_request_for(metrics, worker),
                 max_connections=MAX_CONNECTIONS,
                 max_message_size=MAX_MESSAGE_BYTES,
             )
@@ -265,9 +305,17 @@ async def serve_chat(
         task_status.started(server)
 
 
-async def main(host: str, port: int, client_command: str) -> None:
+async def main(host: str, port: int, client_command: str, redis: str | None = None) -> None:
+    worker = trio_ws.current_worker()
+    if worker is not None:
+        # Started by `python -m trio_ws chat --workers N`: serve the shared port
+        # until the supervisor's SIGTERM, then close every connection with 1001.
+        await serve_chat(host, port, redis=redis, worker=worker)
+        return
     async with trio.open_nursery() as nursery:
-        server: trio_ws.Server = await nursery.start(serve_chat, host, port)
+        server: trio_ws.Server = await nursery.start(
+            functools.partial(serve_chat, host, port, redis=redis)
+        )
         shown = f"[{host}]" if ":" in host else host
         print(f"chat server on http://{shown}:{server.port}/ (Ctrl-C to stop)")
         print("open that page in a browser, or join from a terminal:")
@@ -285,8 +333,9 @@ def run(
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--redis", metavar="URL", help="share rooms through this Redis server")
     args = parser.parse_args(argv)
-    trio.run(main, args.host, args.port, client_command)
+    trio.run(main, args.host, args.port, client_command, args.redis)
     return 0
 
 

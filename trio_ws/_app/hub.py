@@ -18,21 +18,25 @@ fell behind), ``"drop"`` skips the message for it and counts the drop.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, Literal
 
-import attrs
 import trio
 
+from .._cluster.backplane import BackplaneError, ClusterMember, RedisBackplane
+from .._cluster.node import NODE_SHIFT, Node
 from .._conn.connection import WebSocket
-from .._conn.delivery import Delivery, Framings, Outcome
-from .._conn.lifecycle import delivery_of
+from .._conn.delivery import Framings, Outcome
+from .._errors import split_off
 from .._wire.close import CloseCode, check_close_code
+from .member import HubStats, Member, Target, as_message, check_limit, metadata_of, to_json
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Hub", "HubStats", "Member", "open_hub"]
 
@@ -53,104 +57,6 @@ SLOW_CLIENT_REASON = "client fell behind"
 Policy = Literal["close", "drop"]
 
 
-@attrs.define(eq=False)
-class Member:
-    """One connection registered with a :class:`Hub`: what
-    ``async with hub.register(ws, **metadata) as member`` gives."""
-
-    #: The connection.
-    ws: WebSocket
-    #: The keyword arguments given to ``register()``; yours to read and change.
-    metadata: dict[str, Any]
-    #: Messages this connection missed because its queue was full.
-    drops: int = 0
-    #: True while the connection is registered; False once it has left the
-    #: hub (its ``register()`` block ended, it closed, or the hub closed).
-    active: bool = True
-    #: The connection's id (``ws.id``).
-    id: int = attrs.field(init=False)
-    _rooms: dict[str, None] = attrs.field(factory=dict, init=False, repr=False)
-    # How the hub hands it messages (the connection's side of the seam).
-    _delivery: Delivery = attrs.field(init=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.id = self.ws.id
-        self._delivery = delivery_of(self.ws)
-
-    @property
-    def rooms(self) -> tuple[str, ...]:
-        """The rooms it is in, in the order it joined them. Once it has left
-        the hub: the rooms it was in at that moment (to tell them it left)."""
-        return tuple(self._rooms)
-
-
-#: A connection as the hub's methods accept it: the WebSocket, its Member, or its id.
-Target = WebSocket | Member | int
-
-
-@attrs.frozen
-class HubStats:
-    """A snapshot of a hub's counters (``hub.stats()``)."""
-
-    #: Connections registered now.
-    connections: int
-    #: Rooms with at least one member now.
-    rooms: int
-    #: Calls of broadcast() and broadcast_json().
-    broadcasts: int
-    #: Calls of send_to() and send_json_to().
-    direct_sends: int
-    #: Messages put in a connection's queue (broadcast or direct).
-    deliveries: int
-    #: Messages slow clients missed: refused because their queue was full,
-    #: or discarded from the queue of a client closed for falling behind.
-    drops: int
-    #: Connections closed because they fell behind (policy "close").
-    slow_closes: int
-    #: Frames waiting to be written, summed over the registered connections.
-    queued: int
-    #: Bytes of queued broadcast messages, summed over the registered connections.
-    queued_bytes: int
-    #: The deepest queue of a registered connection, in bytes.
-    max_queued_bytes: int
-
-
-def _limit(name: str, value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-        raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
-    return value
-
-
-def _id_of(target: Target) -> int:
-    if isinstance(target, int) and not isinstance(target, bool):
-        return target
-    if isinstance(target, (WebSocket, Member)):
-        return target.id
-    raise TypeError(f"expected a WebSocket, a Member or a connection id, not {target!r}")
-
-
-def _excluded(exclude: Target | Iterable[Target] | None) -> frozenset[int]:
-    if exclude is None:
-        return frozenset()
-    if isinstance(exclude, (WebSocket, Member, int)):
-        return frozenset((_id_of(exclude),))
-    return frozenset(_id_of(target) for target in exclude)
-
-
-def _as_message(message: str | bytes | bytearray | memoryview) -> str | bytes:
-    if isinstance(message, (str, bytes)):
-        return message
-    if isinstance(message, (bytearray, memoryview)):
-        return bytes(message)  # a private copy: the queues share it
-    raise TypeError(
-        f"a WebSocket message is str (text) or bytes-like (binary), not {type(message).__name__}"
-    )
-
-
-def _to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 class Hub:
     """Connections grouped in rooms, and broadcasting to them. Create it with
     :func:`open_hub`; see there for the rules."""
@@ -162,14 +68,15 @@ class Hub:
         max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
         policy: Policy = "close",
         slow_close_code: int = CloseCode.TRY_AGAIN_LATER,
+        backplane: RedisBackplane | None = None,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
         #: Most frames one connection's queue may hold (None: no limit).
-        self.max_pending = _limit("max_pending", max_pending)
+        self.max_pending = check_limit("max_pending", max_pending)
         #: Most bytes of broadcast messages one connection's queue may hold
         #: (None: no limit). A queue with nothing waiting takes any one message.
-        self.max_pending_bytes = _limit("max_pending_bytes", max_pending_bytes)
+        self.max_pending_bytes = check_limit("max_pending_bytes", max_pending_bytes)
         #: What happens to a connection whose queue is full: "close" or "drop".
         self.policy: Policy = policy
         #: The close code of a slow client closed by policy "close".
@@ -184,6 +91,11 @@ class Hub:
         self._slow_closes = 0
         # Frames of the last message broadcast, one per frame key.
         self._framings = Framings()
+        #: The backplane this hub shares its rooms through (None: this process only).
+        self.backplane = backplane
+        self._node: Node | None = None
+        self._id_base = 0  # the high half of this node's connection ids
+        self._stack: AsyncExitStack | None = None
 
     def __repr__(self) -> str:
         return (
@@ -196,9 +108,31 @@ class Hub:
     async def __aenter__(self) -> Hub:
         if self._state != "new":
             raise RuntimeError("this open_hub() was already entered; call open_hub() again")
-        await trio.lowlevel.checkpoint()
+        if self.backplane is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._join_cluster(self.backplane)
         self._state = "open"
         return self
+
+    async def _join_cluster(self, backplane: RedisBackplane) -> None:
+        # The node's tasks run in a nursery of the hub's own, open from here
+        # to the end of the async with block.
+        try:
+            async with AsyncExitStack() as stack:
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                node = Node(backplane, self)
+                await nursery.start(node.run)
+                self._node, self._id_base = node, node.number << NODE_SHIFT
+                self._stack = stack.pop_all()
+        except BaseExceptionGroup as group:
+            # One clear error (Redis unreachable), not a group of one.
+            failure, rest = split_off(group, BackplaneError)
+            while isinstance(failure, BaseExceptionGroup) and len(failure.exceptions) == 1:
+                failure = failure.exceptions[0]
+            if rest is None and isinstance(failure, BackplaneError):
+                raise failure from None
+            raise
 
     async def __aexit__(
         self,
@@ -207,6 +141,18 @@ class Hub:
         traceback: TracebackType | None,
     ) -> None:
         self._state = "closed"
+        try:
+            await self._close_members()
+        finally:
+            if self._stack is not None:
+                assert self._node is not None
+                with trio.CancelScope(shield=True):
+                    await self._node.leave()
+                self._node.stop()
+                stack, self._stack = self._stack, None
+                await stack.__aexit__(exc_type, exc, traceback)
+
+    async def _close_members(self) -> None:
         members = list(self._members.values())
         for member in members:
             self._remove(member)
@@ -250,12 +196,14 @@ class Hub:
         self._check_open()
         if not isinstance(ws, WebSocket):
             raise TypeError(f"register() takes a WebSocket, not {ws!r}")
-        if ws.id in self._members:
+        key = self._id_base | ws.id
+        if key in self._members:
             raise RuntimeError(f"connection {ws.id} is already registered with this hub")
         await trio.lowlevel.checkpoint()
         self._check_open()
         member = Member(ws, dict(metadata))
-        self._members[ws.id] = member
+        member.id = key
+        self._members[key] = member
         try:
             yield member
         finally:
@@ -272,6 +220,8 @@ class Hub:
             del occupants[member.id]
             if not occupants:
                 del self._rooms[room]
+            if self._node is not None:
+                self._node.left(room, member.id)
 
     @property
     def connections(self) -> tuple[WebSocket, ...]:
@@ -279,13 +229,32 @@ class Hub:
         return tuple(member.ws for member in self._members.values())
 
     def get(self, id: int) -> Member | None:
-        """The member with connection id ``id``, or None if none is registered."""
-        return self._members.get(id)
+        """The member with connection id ``id`` (``ws.id`` or ``member.id``),
+        or None if none is registered here."""
+        return self._members.get(self._key(id))
+
+    def _key(self, target: Target) -> int:
+        """The id the hub knows ``target`` by (``member.id``)."""
+        if isinstance(target, int) and not isinstance(target, bool):
+            # A bare ws.id (no node number in its high half) means this node's.
+            return target if target >> NODE_SHIFT else self._id_base | target
+        if isinstance(target, Member):
+            return target.id
+        if isinstance(target, WebSocket):
+            return self._id_base | target.id
+        raise TypeError(f"expected a WebSocket, a Member or a connection id, not {target!r}")
+
+    def _excluded(self, exclude: Target | Iterable[Target] | None) -> frozenset[int]:
+        if exclude is None:
+            return frozenset()
+        if isinstance(exclude, (WebSocket, Member, int)):
+            return frozenset((self._key(exclude),))
+        return frozenset(self._key(target) for target in exclude)
 
     def _find(self, target: Target) -> Member | None:
         """The registered member for ``target``; None if it left because it is
         closing; KeyError if it was never registered (or its block ended)."""
-        member = self._members.get(_id_of(target))
+        member = self._members.get(self._key(target))
         if member is not None:
             if member.ws.closing:
                 self._remove(member)
@@ -295,7 +264,7 @@ class Hub:
         if isinstance(ws, WebSocket) and ws.closing:
             return None
         raise KeyError(
-            f"connection {_id_of(target)} is not registered with this hub "
+            f"connection {self._key(target)} is not registered with this hub "
             "(use 'async with hub.register(ws):')"
         )
 
@@ -313,12 +282,14 @@ class Hub:
             return False
         member._rooms[room] = None
         self._rooms.setdefault(room, {})[member.id] = member
+        if self._node is not None:
+            self._node.joined(room, member.id, member.metadata)
         return True
 
     def leave(self, target: Target, room: str) -> bool:
         """Take a connection out of ``room`` (a room without members ceases
         to exist). Returns True if it was in the room."""
-        member = self._members.get(_id_of(target))
+        member = self._members.get(self._key(target))
         if member is None or room not in member._rooms:
             return False
         del member._rooms[room]
@@ -326,12 +297,14 @@ class Hub:
         del occupants[member.id]
         if not occupants:
             del self._rooms[room]
+        if self._node is not None:
+            self._node.left(room, member.id)
         return True
 
     def rooms_of(self, target: Target) -> tuple[str, ...]:
         """The rooms a registered connection is in, in the order it joined
         them; () if it is not registered."""
-        member = self._members.get(_id_of(target))
+        member = self._members.get(self._key(target))
         return () if member is None else member.rooms
 
     def members(self, room: str | None = None) -> tuple[Member, ...]:
@@ -347,7 +320,7 @@ class Hub:
 
     def in_room(self, target: Target, room: str) -> bool:
         """Whether a connection is in ``room``."""
-        return _id_of(target) in self._rooms.get(room, ())
+        return self._key(target) in self._rooms.get(room, ())
 
     @property
     def rooms(self) -> tuple[str, ...]:
@@ -374,12 +347,22 @@ class Hub:
         and cannot block or be cancelled. A recipient whose queue is full gets the
         hub's policy instead; a recipient that is closing is skipped and
         leaves the hub. Raises TypeError for other message types.
+
+        With a backplane, the message also goes to the room's members on
+        every other node: queued once (not once per recipient) for this
+        node's publisher task, so this still returns at once, whatever
+        Redis does; the count is of this node's connections only.
         """
         self._check_open()
-        message = _as_message(message)
-        framings = self._framings
-        frame = framings.plain(message)
+        message = as_message(message)
         self._broadcasts += 1
+        excluded = self._excluded(exclude)
+        if self._node is not None:
+            self._node.publish(room, message, excluded)
+        return self._fan_out(message, room, excluded)
+
+    def _fan_out(self, message: str | bytes, room: str | None, excluded: frozenset[int]) -> int:
+        """Hand ``message`` to this node's recipients; how many took it."""
         if room is None:
             recipients = self._members
         else:
@@ -387,7 +370,8 @@ class Hub:
             if found is None:
                 return 0
             recipients = found
-        excluded = _excluded(exclude)
+        framings = self._framings
+        frame = framings.plain(message)
         size = len(frame)
         is_text = type(message) is str
         max_frames, max_bytes = self._limits()
@@ -420,20 +404,30 @@ class Hub:
     ) -> int:
         """``broadcast()`` of ``value`` encoded as JSON once, in a text message
         (compact, non-ASCII kept, as ``ws.send_json``)."""
-        return self.broadcast(_to_json(value), room=room, exclude=exclude)
+        return self.broadcast(to_json(value), room=room, exclude=exclude)
 
     def send_to(self, target: Target, message: str | bytes | bytearray | memoryview) -> bool:
         """Send ``message`` to one registered connection, by id (or WebSocket,
         or Member), through the same bounded queue and policy as broadcasts.
         Returns True if it was queued; False if no such connection is
         registered, it is closing, or its queue was full. Returns at once,
-        like :meth:`broadcast`."""
+        like :meth:`broadcast`.
+
+        With a backplane, an id of another node's connection (``member.id``
+        as that node's hub knows it) sends through Redis: True then means
+        handed to the backplane, and the other node applies its own checks.
+        """
         self._check_open()
-        message = _as_message(message)
+        message = as_message(message)
         self._direct_sends += 1
-        member = self._members.get(_id_of(target))
+        key = self._key(target)
+        member = self._members.get(key)
         if member is None:
-            return False
+            node = self._node
+            if node is None or key >> NODE_SHIFT in (0, node.number):
+                return False
+            node.send_direct(key, message)
+            return True
         frame = self._framings.plain(message)
         if not self._deliver(member, message, frame, len(frame)):
             return False
@@ -442,7 +436,66 @@ class Hub:
 
     def send_json_to(self, target: Target, value: Any) -> bool:
         """``send_to()`` of ``value`` encoded as JSON in a text message."""
-        return self.send_to(target, _to_json(value))
+        return self.send_to(target, to_json(value))
+
+    # -- what the node hands in (Local, see _cluster/node.py) ----------------------
+
+    def deliver_remote(
+        self, room: str | None, message: str | bytes, excluded: frozenset[int]
+    ) -> None:
+        """A broadcast from another node: to this node's recipients."""
+        if self._state == "open":
+            self._fan_out(message, room, excluded)
+
+    def deliver_direct(self, target: int, message: str | bytes) -> None:
+        """A direct send from another node to one of this node's connections."""
+        member = self._members.get(target)
+        if member is not None and self._state == "open":
+            frame = self._framings.plain(message)
+            if self._deliver(member, message, frame, len(frame)):
+                self._deliveries += 1
+
+    def local_presence(self) -> Iterable[tuple[str, dict[int, dict[str, Any]]]]:
+        """Each room with members here, with their ids and metadata."""
+        for room, occupants in list(self._rooms.items()):
+            yield room, {key: member.metadata for key, member in occupants.items()}
+
+    # -- the cluster -----------------------------------------------------------------
+
+    async def cluster_members(self, room: str) -> tuple[ClusterMember, ...]:
+        """The members of ``room`` on every node: this node's first (exact,
+        in the order they joined), then other nodes' as presence in Redis
+        knows them -- eventually consistent: a join or leave elsewhere shows
+        after its node wrote it (normally within a millisecond), a crashed
+        node's members vanish within the backplane's ``presence_ttl``.
+
+        Without a backplane: this hub's members. Raises BackplaneError if
+        Redis does not answer within the backplane's probe_timeout.
+        Cancellation: a checkpoint; cancelled, nothing has changed.
+        """
+        local = tuple(
+            ClusterMember(member.id, self._id_base >> NODE_SHIFT, member.metadata, True)
+            for member in self._rooms.get(room, {}).values()
+        )
+        if self._node is None:
+            await trio.lowlevel.checkpoint()
+            return local
+        remote = await self._node.room_presence(room)
+        return local + tuple(
+            ClusterMember(member, node, metadata_of(text), False)
+            for node, members in remote.items()
+            for member, text in members.items()
+        )
+
+    async def cluster_room_size(self, room: str) -> int:
+        """How many connections are in ``room`` on every node (see
+        :meth:`cluster_members` for how current that is)."""
+        return len(await self.cluster_members(room))
+
+    @property
+    def node(self) -> int:
+        """This hub's node number in its cluster (0 without a backplane)."""
+        return self._id_base >> NODE_SHIFT
 
     def _limits(self) -> tuple[int, int]:
         """``max_pending`` and ``max_pending_bytes`` as numbers (None: no limit)."""
@@ -502,6 +555,7 @@ class Hub:
             queued=queued,
             queued_bytes=queued_bytes,
             max_queued_bytes=deepest,
+            backplane=None if self._node is None else self._node.stats(),
         )
 
 
@@ -511,6 +565,7 @@ def open_hub(
     max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
     policy: Policy = "close",
     slow_close_code: int = CloseCode.TRY_AGAIN_LATER,
+    backplane: RedisBackplane | None = None,
 ) -> Hub:
     """A hub, used as ``async with trio_ws.open_hub() as hub:``.
 
@@ -528,8 +583,16 @@ def open_hub(
     behind"; ``"drop"`` skips the message for it and counts the drop
     (``member.drops``, ``hub.stats().drops``).
 
-    The hub runs no task of its own: each connection's writer task, which
-    belongs to the connection, writes its queue. When the block ends,
+    With ``backplane`` (a :class:`RedisBackplane`), the hub is one node of a
+    cluster: rooms, ``broadcast``, ``send_to``, ``exclude=`` and presence
+    (``cluster_members``) span every hub opened with the same Redis and
+    prefix. Entering the block then connects to Redis (BackplaneError if it
+    cannot within the backplane's ``connect_timeout``) and the backplane's
+    tasks run in a nursery the hub owns until the block ends. See
+    docs/scaling.md.
+
+    Without a backplane the hub runs no task of its own: each connection's
+    writer task, which belongs to the connection, writes its queue. When the block ends,
     broadcasting is over (further calls raise ``trio.ClosedResourceError``),
     and connections still registered are closed with 1001 Going Away,
     "hub closed" (shielded, each within its ``close_timeout``).
@@ -539,4 +602,5 @@ def open_hub(
         max_pending_bytes=max_pending_bytes,
         policy=policy,
         slow_close_code=slow_close_code,
+        backplane=backplane,
     )

@@ -13,6 +13,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
+from .._cluster.backplane import BackplaneStats
 from .._endpoints.server import Server
 from .._http import Request, Response
 from .hub import Hub
@@ -159,6 +160,25 @@ class PrometheusMetrics:
             yield gauge(
                 "hub_max_queued_bytes", "Bytes waiting in the deepest queue", hub.max_queued_bytes
             )
+            if hub.backplane is not None:
+                yield from _backplane_families(hub.backplane, gauge, counter)
+
+
+def _backplane_families(stats: BackplaneStats, gauge: Any, counter: Any) -> Iterator[Any]:
+    """The backplane's health and counters (a hub opened with one)."""
+    yield gauge("backplane_up", "1 while the link to Redis works (probe on time)", stats.healthy)
+    yield counter("backplane_published", "Envelopes written to Redis", stats.published)
+    yield gauge("backplane_outbox", "Envelopes waiting to be published", stats.outbox)
+    yield counter(
+        "backplane_outbox_dropped", "Envelopes dropped: Redis slow or down", stats.outbox_dropped
+    )
+    yield counter("backplane_received", "Envelopes from other nodes delivered", stats.received)
+    yield counter("backplane_gaps", "Sequence jumps: messages from other nodes lost", stats.gaps)
+    yield counter("backplane_missed", "Messages those jumps skipped", stats.missed)
+    yield counter(
+        "backplane_reconnects", "Times the link to Redis was made again", stats.reconnects
+    )
+    yield gauge("backplane_rooms", "Rooms this node is subscribed to", stats.subscribed_rooms)
 
 
 class _Collector:

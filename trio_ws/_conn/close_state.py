@@ -10,6 +10,15 @@ The state also keeps how the connection ended (:class:`CloseInfo`): the
 first close decides, except that the peer's reply to our own graceful close
 frame carries the code that counts.
 
+The reader and the writer hold the connection's one CloseState and read its
+flags (``closing``: no more data frames written or queued, no more messages
+queued, read at once until end-of-file) instead of keeping their own. What
+they observe on the stream stays theirs: the writer's ``broken`` (a write
+failed, end-of-file was sent, or the stream was closed), the reader's
+``eof`` and the protocol's ``dead`` (wsproto can parse no further) are I/O
+and parser facts, which reach this state as events (:meth:`stream_ended`,
+:meth:`failed` with ``parser_usable=False``).
+
 No I/O, no clock, no tasks: the table of (state, event) -> (state, action)
 is tested as such in tests/test_close_state.py.
 """
@@ -50,10 +59,21 @@ class Action(enum.Enum):
 class CloseState:
     """One connection's closing state (see the module docstring)."""
 
-    __slots__ = ("awaiting_reply", "frame", "info", "phase")
+    # closing, settled and closed are plain attributes, kept by _to(), not
+    # properties: the writer reads ``closing`` once per broadcast offer.
+    __slots__ = ("awaiting_reply", "closed", "closing", "frame", "info", "phase", "settled")
 
     def __init__(self) -> None:
         self.phase = Phase.OPEN
+        #: Closing has started (any phase but OPEN): no more data frames may
+        #: be written or queued (the writer), and no more messages are queued
+        #: for receivers (the reader, which now reads at once, full queue or
+        #: not, until end-of-file).
+        self.closing = False
+        #: Nothing more is needed from the peer (SETTLED or CLOSED).
+        self.settled = False
+        #: The stream is closed (CLOSED).
+        self.closed = False
         #: How the connection ended, once closing started.
         self.info: CloseInfo | None = None
         #: The close frame to send, (code, reason), or None.
@@ -62,17 +82,12 @@ class CloseState:
         #: the code.
         self.awaiting_reply = False
 
-    @property
-    def closing(self) -> bool:
-        return self.phase is not Phase.OPEN
-
-    @property
-    def settled(self) -> bool:
-        return self.phase is Phase.SETTLED or self.phase is Phase.CLOSED
-
-    @property
-    def closed(self) -> bool:
-        return self.phase is Phase.CLOSED
+    def _to(self, phase: Phase) -> None:
+        """Move to ``phase``, and keep the flags read in its place up to date."""
+        self.phase = phase
+        self.closing = phase is not Phase.OPEN
+        self.settled = phase is Phase.SETTLED or phase is Phase.CLOSED
+        self.closed = phase is Phase.CLOSED
 
     # -- events ------------------------------------------------------------------
 
@@ -92,7 +107,7 @@ class CloseState:
         stream ended)."""
         if self.phase is not Phase.OPEN:
             return Action.NONE
-        self.phase = Phase.CLOSING
+        self._to(Phase.CLOSING)
         self.info = CloseInfo(code, reason, initiator, cause)
         self.awaiting_reply = initiator == "local" and send_frame and not failure
         if send_frame:
@@ -135,14 +150,14 @@ class CloseState:
             initiator = info.initiator if info else "local"
             self.info = CloseInfo(CloseCode.ABNORMAL_CLOSURE, "", initiator, cause)
         self.awaiting_reply = False
-        self.phase = Phase.CLOSED
+        self._to(Phase.CLOSED)
         return True
 
     def finished(self) -> bool:
         """The stream was closed cleanly. Returns False if already closed."""
         if self.phase is Phase.CLOSED:
             return False
-        self.phase = Phase.CLOSED
+        self._to(Phase.CLOSED)
         return True
 
     def timeout_cause(self) -> str:
@@ -154,5 +169,5 @@ class CloseState:
     def _settle(self, started: Action) -> Action:
         if self.phase is not Phase.CLOSING:
             return started
-        self.phase = Phase.SETTLED
+        self._to(Phase.SETTLED)
         return Action.START_SETTLED if started is Action.START else Action.SETTLE

@@ -15,10 +15,8 @@ from .._http import Request, Response
 from .._options import Options
 from .._stats import ConnectionStats, Traffic
 from .._wire.close import CloseCode, CloseInfo, check_close_code, check_close_reason
-from .._wire.protocol import (
-    Message,
-    Protocol,
-)
+from .._wire.events import Message
+from .._wire.protocol import Protocol
 from .close_state import CloseState
 from .keepalive import Keepalive, Ping
 from .lifecycle import Lifecycle
@@ -96,10 +94,16 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         self.subprotocol = subprotocol
         self._nursery: trio.Nursery | None = None
         self._deferred: list[Callable[[], Awaitable[None]]] = []  # tasks to start
-        self._writer = Writer(stream, protocol, self._on_broken, self._spawn, options.frame_size)
+        # Where the connection is in its closing (and how it ended): the one
+        # state the reader and writer read too.
+        state = self._state = CloseState()
+        self._writer = Writer(
+            stream, protocol, state, self._on_broken, self._spawn, options.frame_size
+        )
         self._reader = Reader(
             stream,
             protocol,
+            state,
             options.max_queue,
             self._on_event,
             self._on_eof,
@@ -112,8 +116,6 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
             if options.ping_interval is None
             else Keepalive(options.ping_interval, options.ping_seconds, trio.current_time())
         )
-        # Where the connection is in its closing (and how it ended).
-        self._state = CloseState()
         # Events made only for those who wait (an idle connection holds
         # none: each costs about 280 bytes).
         self._settled_event: trio.Event | None = None

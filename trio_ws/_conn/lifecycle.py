@@ -20,7 +20,7 @@ from .._errors import ConnectionClosed
 from .._options import Options
 from .._stats import Traffic
 from .._wire.close import CloseCode
-from .._wire.protocol import CloseReceived, Failure, Incoming, PingReceived, PongReceived
+from .._wire.events import CloseReceived, Failure, Incoming, PingReceived, PongReceived
 from .close_state import Action, CloseState
 from .delivery import Delivery
 from .keepalive import Keepalive, Ping, Step
@@ -146,12 +146,12 @@ class Lifecycle:
         self._act(action)
 
     def _act(self, action: Action) -> None:
-        """Do what the close state asks (see _close_state.Action)."""
+        """Do what the close state asks (see close_state.Action). The reader
+        and writer read the state's flags themselves (``closing``): what is
+        left here is waking whoever waits, and starting tasks."""
         if action is Action.START or action is Action.START_SETTLED:
             self._close_deadline = trio.current_time() + self._options.close_seconds
-            self._writer.closing = True
-            self._reader.end()
-            self._reader.hurry()
+            self._reader.wake()
             self._spawn(self._close_sequence)
         settles = action is Action.SETTLE or action is Action.START_SETTLED
         if settles and self._settled_event is not None:
@@ -203,7 +203,7 @@ class Lifecycle:
     def _finish(self) -> None:
         """The stream is closed (the state says so already): release every
         waiter and end the connection's tasks."""
-        self._reader.end()
+        self._reader.wake()
         self._writer.fail_all(NotOpen())
         if self._closed_event is not None:
             self._closed_event.set()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._wire.protocol import Message, Piece
+from .._wire.events import Message, Piece
 from .writer import NotOpen
 
 if TYPE_CHECKING:

@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .._wire.protocol import Incoming, Message, Piece, Protocol, length
-from .writer import STREAM_ERRORS, NotOpen, descriptor
+from .._wire.events import Incoming, Message, Piece, length
+from .._wire.protocol import Protocol
+from .close_state import CloseState
+from .write_jobs import STREAM_ERRORS, NotOpen, descriptor
 
 __all__ = ["READ_SIZE", "Reader"]
 
@@ -47,7 +49,16 @@ class _Wait(enum.Enum):
 
 
 class Reader:
-    """The incoming side of one connection."""
+    """The incoming side of one connection.
+
+    It asks the connection's close state (``state``) whether closing has
+    started: from then on no more messages are queued (receivers get
+    :class:`NotOpen` once the queue is drained) and the reader task reads at
+    once, full queue or not, until end-of-file. The owner moves that state:
+    ``on_event`` gets the peer's control frames and failures, ``on_eof`` the
+    end of the stream (which must start closing: ``CloseState.stream_ended``),
+    and calls :meth:`wake` when closing starts.
+    """
 
     __slots__ = (
         "_delay_next_read",
@@ -64,16 +75,15 @@ class Reader:
         "_receive_some",
         "_receivers",
         "_recv_lot",
+        "_state",
         "_stream",
         "_stream_owner",
         "_task_lot",
         "_task_wait",
-        "_urgent",
         "binary_in",
         "bytes_read",
         "direct",
         "discarded",
-        "ended",
         "eof",
         "resumed_at",
         "text_in",
@@ -83,6 +93,7 @@ class Reader:
         self,
         stream: trio.abc.Stream,
         protocol: Protocol,
+        state: CloseState,
         max_queue: int,
         on_event: Callable[[Incoming], None],
         on_eof: Callable[[BaseException | None], None],
@@ -90,6 +101,7 @@ class Reader:
     ) -> None:
         self._stream = stream
         self._protocol = protocol
+        self._state = state
         self._max_queue = max_queue
         self._max_queue_bytes = max_queue_bytes
         self._on_event = on_event
@@ -120,16 +132,15 @@ class Reader:
         self._task_lot = trio.lowlevel.ParkingLot()
         self._task_wait = _Wait.NONE
         self._delay_next_read = False
-        #: True once no more messages will be queued (close or failure).
-        self.ended = False
-        #: True once the stream reported end-of-file or an error.
+        #: True once the stream reported end-of-file or an error: an I/O fact
+        #: this reader observes (the close state learns it through on_eof),
+        #: kept here because the closing sequence waits for it after the
+        #: state settled (see :meth:`wait_eof`).
         self.eof = False
         self._eof_event: trio.Event | None = None  # made for wait_eof()
         #: When reading last resumed after a pause (see ``paused``).
         self.resumed_at = -math.inf
-        #: True while closing: the reader task reads at once, whatever else.
-        self._urgent = False
-        #: Messages dropped because they arrived after the queue was ended.
+        #: Messages dropped because they arrived once closing had started.
         self.discarded = 0
         #: Bytes read from the stream, and messages received by type.
         self.bytes_read = 0
@@ -139,7 +150,7 @@ class Reader:
     @property
     def paused(self) -> bool:
         """True while nothing is read because the message queue is full."""
-        return self._full() and not self.ended and not self._urgent
+        return self._full() and not self._state.closing
 
     def _full(self) -> bool:
         """The queue holds ``max_queue`` messages or ``max_queue_bytes``."""
@@ -220,12 +231,12 @@ class Reader:
         our turn, else wait for whoever reads. NotOpen if nothing will come.
         Returns False if it neither blocked nor let other tasks run (data was
         there to read): the caller owes the scheduler a checkpoint."""
-        if self.ended:
+        if self._state.closing:
             raise NotOpen
         if self._protocol.backlog and not self._reading:
             self.process_backlog()  # parsing only: any task may, even on TLS
             return False
-        if self.direct and not self._reading and not self._urgent:
+        if self.direct and not self._reading:
             return await self._read_once()
         await self._park_receiver()
         return True
@@ -332,15 +343,12 @@ class Reader:
         self._stream_owner = None
         self._unpark_receivers()
 
-    def end(self) -> None:
-        """No more messages will be queued: wake every waiting receiver."""
-        self.ended = True
+    def wake(self) -> None:
+        """Closing has started (or the stream is closed): every waiting
+        receiver looks again (and gets :class:`NotOpen` once the queue is
+        drained), and the reader task reads now, even if the queue is full,
+        until end-of-file."""
         self._unpark_receivers()
-
-    def hurry(self) -> None:
-        """Closing has started: the reader task reads now, even if the queue
-        is full, until end-of-file."""
-        self._urgent = True
         self._wake_task()
 
     def read_now(self) -> None:
@@ -414,8 +422,8 @@ class Reader:
 
     def _room(self) -> tuple[float, float]:
         """How much more the queue takes: bytes, messages (no limit once
-        ended: whatever comes is dropped)."""
-        if self.ended:
+        closing: whatever comes is dropped)."""
+        if self._state.closing:
             return math.inf, math.inf
         return (
             self._max_queue_bytes - self._queued_bytes,
@@ -424,6 +432,7 @@ class Reader:
 
     def _take(self, items: list[Incoming]) -> None:
         messages = self._messages
+        state = self._state  # read per item: a close among them ends the queue
         for item in items:
             kind = type(item)
             if kind is str:
@@ -439,7 +448,7 @@ class Reader:
             else:
                 self._on_event(item)
                 continue
-            if self.ended:
+            if state.closing:
                 self.discarded += 1
             else:
                 messages.append(item)  # type: ignore[arg-type]
@@ -455,8 +464,8 @@ class Reader:
             self.eof = True
             if self._eof_event is not None:
                 self._eof_event.set()
-            self._on_eof(error)
-        self.end()
+            self._on_eof(error)  # which starts closing, if it had not
+        self._unpark_receivers()
         self._task_lot.unpark_all()
 
     async def run(self) -> None:
@@ -464,10 +473,11 @@ class Reader:
         end-of-file. May be cancelled at any wait (the connection's keepalive
         timer does so) and run again: nothing read is lost."""
         lot = self._task_lot
+        state = self._state
         self._task_wait = _Wait.NONE
         while not self.eof:
-            if not self._urgent:
-                if self._full() and not self.ended:
+            if not state.closing:  # closing: read at once, whatever else
+                if self._full():
                     self._task_wait = _Wait.SPACE
                     await lot.park()
                     self.resumed_at = trio.current_time()  # woken: there is room

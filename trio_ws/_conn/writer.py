@@ -28,7 +28,8 @@ import outcome
 import trio
 
 from .._wire.protocol import Protocol
-from .delivery import Outcome
+from .close_state import CloseState
+from .offers import Offers
 from .write_jobs import (
     _IOV_MAX,
     STREAM_ERRORS,
@@ -42,7 +43,6 @@ from .write_jobs import (
     NotOpen,
     Pong,
     Raw,
-    SharedFrame,
     Spawn,
     _rest,
     _size,
@@ -60,41 +60,34 @@ __all__ = [
     "descriptor",
 ]
 
-_QUEUED, _FULL, _CLOSED = Outcome.QUEUED, Outcome.FULL, Outcome.CLOSED
-
-
 #: Pongs queued at most (see Writer.post_pong): enough for a burst of pings
 #: to get one pong each (Autobahn's cases 2.10 and 2.11 send 10 at once).
 MAX_QUEUED_PONGS = 16
 
 
-class Writer:
-    """Everything written to a stream after the opening handshake goes through here."""
+class Writer(Offers):
+    """Everything written to a stream after the opening handshake goes through here.
 
+    Messages handed on without waiting (broadcasts) take the path of its
+    base class, :class:`Offers` (offers.py). Whether closing has started, it
+    asks the connection's close state (``state``): from then on no broadcast
+    is taken. Whether the stream can still be written is its own record,
+    :attr:`broken`.
+    """
+
+    # The rest of its state is that of Offers, its base class.
     __slots__ = (
-        "_busy",
-        "_fd",
-        "_frame_size",
         "_handed_off",
         "_held",
-        "_jobs",
         "_lot",
         "_on_broken",
         "_pong",
         "_pongs",
-        "_protocol",
-        "_queued_bytes",
         "_running",
         "_spawn",
         "_stream",
         "_stream_frames",
-        "binary_out",
-        "broken",
-        "bytes_out",
-        "closing",
-        "fragmenting",
         "stateful_encoding",
-        "text_out",
         "turn_taken",
     )
 
@@ -102,6 +95,7 @@ class Writer:
         self,
         stream: trio.abc.Stream,
         protocol: Protocol,
+        state: CloseState,
         on_broken: Callable[[BaseException], None],
         spawn: Spawn,
         frame_size: int | None = None,
@@ -109,6 +103,7 @@ class Writer:
         self._stream = stream
         self._frame_size = frame_size
         self._protocol = protocol
+        self._state = state
         self._on_broken = on_broken
         self._spawn = spawn
         self._fd = descriptor(stream)  # -1: every frame goes through the writer task
@@ -123,7 +118,12 @@ class Writer:
         self._held: list[Job] = []  # whole messages waiting for the stream to end
         self._stream_frames = 0
         self._lot: trio.lowlevel.ParkingLot | None = None  # where the writer task waits
-        #: Set when a write failed or the connection ended: nothing more is written.
+        #: Set when a write failed, end-of-file was sent or the stream was
+        #: closed (:meth:`fail_all`): nothing more is written. An I/O fact about
+        #: the stream, kept here: the close state learns of a failed write
+        #: through ``on_broken``, and the writer checks this one flag, not
+        #: the close state, before each write (a closing connection still
+        #: writes its close frame, pongs and the rest of a frame).
         self.broken: BaseException | None = None
         #: True when an encoded frame must be written even if its send() is
         #: cancelled before any byte went out (stateful encoders).
@@ -136,8 +136,6 @@ class Writer:
         # The last pong queued, and how many are queued (see post_pong).
         self._pong: Pong | None = None
         self._pongs = 0
-        #: Set when the connection starts closing: broadcasts skip it.
-        self.closing = False
         #: The task whose receive() let other tasks run since its last send():
         #: its next send() on a socket need not do so again.
         self.turn_taken: trio.lowlevel.Task | None = None
@@ -301,35 +299,6 @@ class Writer:
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def _write_inline(self, data: Frames, text: bool | None, size: int) -> Outcome:
-        """Write what the socket takes at once, holding the lock (and release
-        it); the rest goes to the writer task, counting ``size`` bytes in
-        :attr:`queued_bytes` while it waits. QUEUED, or CLOSED if the socket
-        failed (reported through ``on_broken``)."""
-        total = sum(map(len, data)) if type(data) is list else len(data)  # _size, inlined
-        try:
-            sent = self._write_now(data)
-        except NotOpen:
-            return _CLOSED
-        if sent == total:
-            # _count and _release, inlined: the broadcast loop's common case.
-            self.bytes_out += total
-            if text:
-                self.text_out += 1
-            elif text is not None:
-                self.binary_out += 1
-            self._busy = False
-            if self._jobs:
-                self._wake()
-            return _QUEUED
-        # The socket is full: the rest of the frame waits for the writer.
-        self._count(sent, None)
-        rest = Raw(_rest(data, sent), text)
-        rest.size = size
-        self._queued_bytes += size
-        self._hand_off(rest)
-        return _QUEUED
-
     def _hand_off(self, rest: Raw) -> None:
         """Give the rest of the frames, and the lock, to the writer task."""
         # Views of our own frames (bytes): nothing the caller could change.
@@ -361,83 +330,6 @@ class Writer:
         self._jobs.append(self._pong)
         if not self._busy:
             self._wake()
-
-    def offer(
-        self, frame: bytes, is_text: bool, size: int, max_frames: int, max_bytes: int
-    ) -> Outcome:
-        """Hand on a broadcast frame (the same bytes for every connection that
-        shares it) without waiting: written now when nothing else is being
-        written and the socket takes it, else queued for the writer task
-        within the limits (see :meth:`_queue_within`, which also says what
-        the result means). The broadcast loop's inner step."""
-        if (
-            self._busy
-            or self._jobs
-            or self._fd < 0
-            or self.fragmenting
-            or self.closing
-            or self.broken is not None
-        ):
-            return self._queue_within(SharedFrame(frame, is_text), size, max_frames, max_bytes)
-        # The same inline write as queue_message's, entered without a job:
-        # going through _queue_within with a SharedFrame per connection and
-        # broadcast measured 3.7 us per offer instead of 2.2, and in
-        # bench/fanout.py (1000 clients, 64 B) 12.2 ms instead of 10.5 per
-        # broadcast, 114k instead of 143k deliveries/s.
-        self._busy = True
-        return self._write_inline(frame, is_text, size)
-
-    def queue_message(
-        self, message: str | bytes, size: int, max_frames: int, max_bytes: int
-    ) -> Outcome:
-        """:meth:`offer` a message framed by this connection (when it is
-        written: a client masks each frame, a compressor may keep context)."""
-        if (
-            self._busy
-            or self._jobs
-            or self._fd < 0
-            or self.fragmenting
-            or self.closing
-            or self.broken is not None
-        ):
-            return self._queue_within(Message(message), size, max_frames, max_bytes)
-        self._busy = True
-        try:
-            data = frame_message(self._protocol, message, True, self._frame_size)
-        except NotOpen:
-            self._release()
-            return _QUEUED  # closing: the message is dropped, as a queued one would be
-        except BaseException:
-            self._release()
-            raise
-        return self._write_inline(data, type(message) is str, size)
-
-    def _queue_within(
-        self, job: Message | SharedFrame, size: int, max_frames: int, max_bytes: int
-    ) -> Outcome:
-        """:meth:`enqueue` a message of ``size`` bytes unless ``max_frames``
-        frames or more than ``max_bytes`` bytes would then be waiting: returns
-        QUEUED (queued; :meth:`offer` and :meth:`queue_message` also when
-        written at once), FULL, or CLOSED once the connection is closing or
-        its stream broke."""
-        if self.closing or self.broken is not None:
-            return _CLOSED
-        waiting = self._queued_bytes
-        if (waiting and waiting + size > max_bytes) or len(self._jobs) >= max_frames:
-            return _FULL
-        self.enqueue(job, size)
-        return _QUEUED
-
-    def enqueue(self, job: Message | SharedFrame, size: int) -> None:
-        """Queue a whole message for the writer task without waiting (the
-        broadcast path when it cannot be written at once), keeping its place
-        among send() calls. ``size`` counts in :attr:`queued_bytes` while it
-        waits; the caller enforces any limit first."""
-        if self.broken is not None:
-            raise NotOpen
-        job.size = size
-        self._queued_bytes += size
-        self._queue(job)
 
     def begin_stream(self) -> None:
         """A streamed message starts: from now on, whole messages wait for it

@@ -1,9 +1,11 @@
-"""The WebSocket server: ``serve`` and ``Server``."""
+"""The WebSocket server: ``serve``, ``serve_listeners`` and ``Server``."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +23,7 @@ from .._wire.close import CloseCode
 from .accept import AcceptFailures, accept_connections
 from .server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
 
-__all__ = ["Handler", "Server", "serve"]
+__all__ = ["Handler", "Server", "serve", "serve_listeners"]
 
 logger = logging.getLogger("trio_ws")
 
@@ -30,9 +32,14 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 
 _SHUTDOWN_REASON = "server shutting down"
 
+#: The address families whose listeners have a port (others, such as Unix
+#: sockets, are served alike but have none).
+_IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
 
 class Server:
-    """A running server, as returned by ``await nursery.start(trio_ws.serve, ...)``."""
+    """A running server, as returned by ``await nursery.start(trio_ws.serve, ...)``
+    (or ``serve_listeners``)."""
 
     def __init__(
         self,
@@ -72,12 +79,16 @@ class Server:
 
     @property
     def ports(self) -> list[int]:
-        """The port of every listener (one per address family with port 0)."""
-        return [listener.socket.getsockname()[1] for listener in self.listeners]
+        """The port of every TCP listener (one per address family with port 0)."""
+        return [
+            listener.socket.getsockname()[1]
+            for listener in self.listeners
+            if listener.socket.family in _IP_FAMILIES
+        ]
 
     @property
     def port(self) -> int:
-        """The port of the first listener: the one to use after ``port=0``."""
+        """The port of the first TCP listener: the one to use after ``port=0``."""
         return self.ports[0]
 
     @property
@@ -133,6 +144,9 @@ class Server:
                         )
                     for port in sorted(set(self.ports)):
                         logger.info("listening on port %d", port)
+                    for listener in self.listeners:
+                        if listener.socket.family not in _IP_FAMILIES:
+                            logger.info("listening on %r", listener.socket.getsockname())
                     task_status.started(self)
         finally:
             for listener in self.listeners:
@@ -239,6 +253,7 @@ async def serve(
     origins: Sequence[OriginRule] | None = None,
     max_connections: int | None = None,
     backlog: int | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
     **options: Any,
 ) -> None:
@@ -276,15 +291,24 @@ async def serve(
     ``Retry-After``. Both are checked before ``process_request``.
     When accept() fails for lack of file descriptors or memory, the server
     waits (up to 1 s) and retries, logging a warning at most every 10 s.
+
+    ``reuse_port=True`` binds each listening socket with ``SO_REUSEPORT``, so
+    that several processes (or several servers of one process) can listen on
+    the same ``port`` at once, the kernel spreading new connections among
+    them (on Linux; see docs/workers.md). It is meant with an explicit
+    ``port``: with ``port=0`` each server gets a port of its own. It raises
+    ValueError where the platform has no ``SO_REUSEPORT``.
     The other keyword arguments are :class:`Options`.
+    To serve on sockets opened some other way, see :func:`serve_listeners`.
     """
-    if max_connections is not None and (
-        not isinstance(max_connections, int) or max_connections <= 0
-    ):
-        raise ValueError(f"max_connections must be a positive integer, not {max_connections!r}")
-    server_options = Options(**options)
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
-    server = Server(
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT")
+    _check_settings(max_connections, options)  # before binding: no port taken for nothing
+    if reuse_port:
+        listeners = await _open_reuse_port_listeners(host, port, backlog)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    await serve_listeners(
         handler,
         listeners,
         ssl_context=ssl_context,
@@ -292,6 +316,107 @@ async def serve(
         subprotocols=subprotocols,
         origins=origins,
         max_connections=max_connections,
-        options=server_options,
+        task_status=task_status,
+        **options,
     )
+
+
+def _check_settings(max_connections: int | None, options: dict[str, Any]) -> Options:
+    """The server's settings, checked (ValueError/TypeError naming the bad one)."""
+    if max_connections is not None and (
+        not isinstance(max_connections, int) or max_connections <= 0
+    ):
+        raise ValueError(f"max_connections must be a positive integer, not {max_connections!r}")
+    return Options(**options)
+
+
+async def serve_listeners(
+    handler: Handler,
+    listeners: Sequence[trio.SocketListener],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    subprotocols: Sequence[str] = (),
+    origins: Sequence[OriginRule] | None = None,
+    max_connections: int | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve WebSocket connections on ``listeners``, listening sockets the
+    caller opened (``trio.SocketListener`` objects: from a socket inherited
+    from a parent process, from ``trio.open_tcp_listeners`` with settings of
+    your own, ...), calling ``await handler(ws)`` in a new task for each one.
+
+    Everything else is as for :func:`serve`, which opens its listeners and
+    calls this: ``server = await nursery.start(trio_ws.serve_listeners,
+    handler, listeners)`` gives the :class:`Server` once it accepts, the
+    server owns its connections and closes them with 1001 when it stops, and
+    the keyword arguments are those of ``serve`` but ``backlog`` and
+    ``reuse_port`` (the listeners are already listening).
+
+    The server owns the listeners from the call on: it closes them when it
+    stops, and also when it raises before serving (an argument it refuses).
+    """
+    owned = list(listeners)
+    try:
+        for listener in owned:
+            if not isinstance(listener, trio.SocketListener):
+                raise TypeError(f"listeners must be trio.SocketListener objects, not {listener!r}")
+        if not owned:
+            raise ValueError("serve_listeners() needs at least one listener")
+        settings = _check_settings(max_connections, options)
+        server = Server(
+            handler,
+            owned,
+            ssl_context=ssl_context,
+            process_request=process_request,
+            subprotocols=subprotocols,
+            origins=origins,
+            max_connections=max_connections,
+            options=settings,
+        )
+    except BaseException:
+        for listener in owned:
+            if isinstance(listener, trio.SocketListener):
+                listener.socket.close()
+        raise
     await server._serve(task_status)
+
+
+async def _open_reuse_port_listeners(
+    host: str | None, port: int, backlog: int | None
+) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners`` with ``SO_REUSEPORT`` set on every socket
+    before it is bound: one listener per address ``host`` resolves to (both
+    wildcards for None), each also with ``SO_REUSEADDR`` and, for IPv6,
+    ``IPV6_V6ONLY``, as Trio sets them."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in addresses:
+            try:
+                sock = trio.socket.socket(family, kind, proto)
+            except OSError as exc:
+                if exc.errno == errno.EAFNOSUPPORT:
+                    continue  # as Trio does: an address family this host lacks
+                raise
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(0xFFFF if backlog is None else min(backlog, 0xFFFF))
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    if not listeners:
+        raise OSError(errno.EAFNOSUPPORT, f"no usable address family for {host!r}")
+    return listeners

@@ -8,10 +8,8 @@ frame apart from a parse failure. No I/O, no clock, no tasks.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Hashable
 
-import attrs
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     BytesMessage,
@@ -27,6 +25,7 @@ from wsproto.utilities import LocalProtocolError
 from . import masking as _masking  # noqa: F401 - installs the compiled masker when available
 from .close import CloseCode
 from .deflate import DeflateExtension
+from .events import CloseReceived, Failure, Incoming, Piece, PingReceived, PongReceived, length
 from .framing import (
     between_messages,
     frame_data,
@@ -36,87 +35,7 @@ from .framing import (
     whole_messages,
 )
 
-__all__ = [
-    "PLAIN",
-    "CloseReceived",
-    "Failure",
-    "Message",
-    "Piece",
-    "PingReceived",
-    "PongReceived",
-    "Protocol",
-    "deflate_key",
-    "length",
-]
-
-#: A complete WebSocket message: ``str`` for text, ``bytes`` for binary.
-Message = str | bytes
-
-
-@attrs.frozen
-class PingReceived:
-    payload: bytes
-
-
-@attrs.frozen
-class PongReceived:
-    payload: bytes
-
-
-@attrs.frozen(slots=True)
-class Piece:
-    """Part of a message being received as a stream (see receive_stream)."""
-
-    data: str | bytes
-    #: True for the message's last piece.
-    last: bool
-
-
-@attrs.frozen
-class CloseReceived:
-    """The peer's close frame."""
-
-    code: int
-    reason: str
-
-
-@attrs.frozen
-class Failure:
-    """The peer broke a rule; the connection must be failed with ``code``.
-
-    ``parser_usable`` is False when wsproto can parse no further frames (a
-    framing or UTF-8 error), True when only the current message is refused
-    (too big) and the peer's close frame can still be read.
-    """
-
-    code: int
-    reason: str
-    parser_usable: bool
-
-    @property
-    def cause(self) -> str:
-        """The explanation kept in the connection's CloseInfo."""
-        if self.code == CloseCode.PROTOCOL_ERROR:
-            return f"protocol error: {self.reason}"
-        if self.code == CloseCode.INVALID_PAYLOAD and self.reason != "invalid compressed data":
-            return f"invalid UTF-8: {self.reason}"
-        return self.reason
-
-
-_EMPTY_STR_SIZE = sys.getsizeof("é") - 1  # a non-ASCII string's fixed part
-
-Incoming = str | bytes | Piece | PingReceived | PongReceived | CloseReceived | Failure
-
-
-def length(item: str | bytes | Piece) -> int:
-    """The memory a received message or piece takes, as the queue counts it:
-    its bytes; for text, its characters when ASCII, else what Python's
-    string takes (1, 2 or 4 bytes a character: never more than its UTF-8
-    size). O(1), no encoding."""
-    data = item.data if isinstance(item, Piece) else item
-    if type(data) is bytes or data.isascii():
-        return len(data)
-    return sys.getsizeof(data) - _EMPTY_STR_SIZE
+__all__ = ["PLAIN", "LocalProtocolError", "Protocol", "deflate_key"]
 
 
 def _size(piece: str | bytes) -> int:
@@ -211,6 +130,9 @@ class Protocol:
         # True while the rest of an over-sized message is being skipped.
         self._discarding = False
         #: True once wsproto can parse nothing more (after a protocol failure).
+        #: A fact about the parser, not the close lifecycle (this layer has no
+        #: close state): the connection's close state learns it from
+        #: ``Failure.parser_usable`` and settles.
         self.dead = False
 
     @property
@@ -603,6 +525,3 @@ class Protocol:
     @property
     def can_send_close(self) -> bool:
         return self._conn.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
-
-
-__all__ += ["Incoming", "LocalProtocolError"]
