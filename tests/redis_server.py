@@ -10,6 +10,7 @@ going through the client library under test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -84,8 +85,13 @@ class RedisServer:
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self._held: socket.socket | None = None
-        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-        self.major = int(version.split("v=")[1].split(".")[0]) if "v=" in version else 6
+        version = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+        found = re.search(r"v=(\d+)\.", version)
+        if found is None:
+            raise RuntimeError(f"{binary} --version said {version!r}: no version in it")
+        self.major = int(found[1])
 
     def start(self) -> None:
         argv = [
@@ -97,7 +103,7 @@ class RedisServer:
             "--dir", str(self.directory),
         ]  # fmt: skip
         if self.major >= 7:
-            argv += ["--enable-debug-command", "yes"]  # DEBUG SLEEP (off by default since 7)
+            argv += ["--enable-debug-command", "yes"]  # DEBUG SLEEP: off by default since 7
         if self.password:
             argv += ["--requirepass", self.password]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

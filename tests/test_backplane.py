@@ -287,8 +287,6 @@ async def test_pubsub_connections_killed(redis_server: RedisServer, nursery: tri
 async def test_a_stalled_redis_is_detected(
     redis_server: RedisServer, nursery: trio.Nursery
 ) -> None:
-    if redis_server.major < 7:
-        pytest.skip("DEBUG SLEEP needs redis-server 7 (enable-debug-command)")
     async with node(redis_server, nursery) as (a, sa), node(redis_server, nursery) as (b, sb):
         ann, _ = await join(nursery, sa, "ann")
         amy, _ = await join(nursery, sa, "amy")
