@@ -52,6 +52,16 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: trio_ws side by side with its peers, medians and ratios."""
     session.install("-e", ".[redis]", *PEERS, "python-socketio[asyncio_client]", "redis")
     session.run("python", "bench/run.py", *session.posargs)
+    # With each library's defaults: permessage-deflate where it negotiates it.
+    session.run(
+        "python",
+        "bench/run.py",
+        "--compression",
+        "default",
+        "--sizes",
+        "32:text,64K:text,64K:binary,1M:text",
+        *session.posargs,
+    )
     session.run("python", "bench/stalled_writer.py", "--rounds", "2")
     quick = [a for a in session.posargs if a == "--quick"]
     session.run("python", "bench/fanout.py", *quick)

@@ -19,6 +19,19 @@ MARK = "@bench "
 Payload = str | bytes
 
 
+#: Set by ``run.py --compression default`` for its workers: every library
+#: keeps its default compression (trio_ws and websockets negotiate
+#: permessage-deflate; trio-websocket and bare wsproto have none).
+COMPRESSION_ENV = "BENCH_COMPRESSION"
+
+
+def compression() -> dict[str, Any]:
+    """Keyword arguments for a library's ``serve``/``connect`` that take
+    ``compression=``: off (``compression=None``, the default of the benchmark),
+    or nothing, leaving the library's default, under ``--compression default``."""
+    return {} if os.environ.get(COMPRESSION_ENV) == "default" else {"compression": None}
+
+
 def answer(obj: dict[str, Any]) -> None:
     """Send one answer to the harness (from a worker)."""
     sys.stdout.write(MARK + json.dumps(obj) + "\n")

@@ -3,6 +3,7 @@
     python bench/run.py                 # full run, about 1-2 minutes on 2 cores
     python bench/run.py --quick         # smoke run, a few seconds
     python bench/run.py --only trio_ws,bare --sizes 32,1K:binary --markdown out.md
+    python bench/run.py --compression default --sizes 32,64K:text,64K:binary,1M:text
 
 Every implementation's server runs in its own subprocess, and so does its
 client, which times the round trips. Rounds are interleaved: in each round,
@@ -15,6 +16,7 @@ trip, counted in separate untimed runs.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import signal
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from children import Child, ChildError, stop_all
+from control import COMPRESSION_ENV
 from echo_impls import BASELINE, BY_KEY, IMPLS, Impl
 from report import Row, document
 from stats import paired_ratios, summarize
@@ -116,6 +119,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=parse_only,
         default=list(IMPLS),
         help=f"implementations to run, comma-separated (default all: {','.join(BY_KEY)})",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=("off", "default"),
+        default="off",
+        help="off (default): compression=None on every side; default: each library's "
+        "default settings, so trio_ws and websockets negotiate permessage-deflate "
+        "(trio-websocket and bare wsproto have no compression)",
     )
     parser.add_argument(
         "--quick",
@@ -268,13 +279,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(or leave it out with --only)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
+    os.environ[COMPRESSION_ENV] = args.compression  # read by the workers (control.compression)
 
     command = shlex.join(["python", *(sys.argv if argv is None else ["bench/run.py", *argv])])
     settings = (
         f"{args.rounds} rounds x {args.count} round trips per implementation and payload "
         f"(fewer above 64 KiB: {args.count * FULL_COUNT_UP_TO // 2**20} for 1 MiB) "
         f"(after {args.warmup} warm-up round trips), order rotated each round; payloads: "
-        f"{', '.join(size.label for size in sizes)}"
+        f"{', '.join(size.label for size in sizes)}; compression: "
+        + (
+            "each library's default (permessage-deflate negotiated by trio_ws and websockets)"
+            if args.compression == "default"
+            else "off on every side"
+        )
     )
     print(f"{command}\n{settings}", file=sys.stderr, flush=True)
     begin = time.monotonic()

@@ -109,8 +109,8 @@ def holds_compressor(ws: WebSocket) -> bool:
 
 def copy_free_reading(ws: WebSocket) -> bool | None:
     """Whether ``ws`` reads through its copy-free paths: None when it has no
-    whole-message fast path at all (compressed connections leave parsing to
-    wsproto), else True when wsproto decodes frames from trio_ws's
+    whole-message fast path at all (wsproto's internals not as expected),
+    else True when wsproto decodes frames from trio_ws's
     :class:`FrameBuffer` and the whole-message path is open now (between
     messages), False otherwise."""
     protocol = ws._protocol

@@ -270,7 +270,51 @@ class DeflateExtension(PerMessageDeflate):
         compressed = self._compressor.compress(bytes(data))
         return rsv, compressed + self._compressor.flush(zlib.Z_SYNC_FLUSH)
 
+    def deflate_message(self, data: bytes | bytearray, client: bool) -> bytes | memoryview:
+        """Compress a whole message sent as one frame, outside wsproto (see
+        ``Protocol.encode_message``): the payload wsproto would frame, byte
+        for byte, with the same compressor, kept or dropped afterwards as the
+        context takeover settings say."""
+        compressor = self._compressor
+        if compressor is None:
+            bits = self.client_max_window_bits if client else self.server_max_window_bits
+            compressor = self._compressor = zlib.compressobj(
+                self.settings.level, zlib.DEFLATED, -bits, self.settings.memory_level
+            )
+        out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if self.client_no_context_takeover if client else self.server_no_context_takeover:
+            self._compressor = None
+        # Without the final empty stored block (RFC 7692 7.2.1); a view of a
+        # large payload rather than a copy.
+        return out[:-4] if len(out) < 4096 else memoryview(out)[:-4]
+
     # -- receiving ---------------------------------------------------------------
+
+    def inflate_message(self, data: bytes, client: bool) -> bytes | CloseReason:
+        """Decompress a whole message that came in one frame with RSV1 set,
+        read outside wsproto while it was between messages (see
+        ``Protocol.receive_data``): with the decompressor wsproto's path
+        uses, bounded by ``max_message_size`` as there, then kept or dropped
+        as the context takeover settings say. A CloseReason on failure
+        (invalid data, or too big), after which nothing more is parsed."""
+        if self._decompressor is None:
+            bits = self.server_max_window_bits if client else self.client_max_window_bits
+            self._decompressor = zlib.decompressobj(-bits)
+        self._inflated = 0
+        if len(data) < 4096:  # one call; a copy of a large payload costs more
+            out = self._inflate(data + b"\x00\x00\xff\xff")
+        else:
+            out = self._inflate(data)
+            if not isinstance(out, CloseReason):
+                tail = self._inflate(b"\x00\x00\xff\xff")
+                if isinstance(tail, CloseReason):
+                    out = tail
+                elif tail:
+                    out += tail
+        self._inflated = 0
+        if self.server_no_context_takeover if client else self.client_no_context_takeover:
+            self._decompressor = None
+        return out
 
     def frame_inbound_header(
         self,

@@ -16,10 +16,14 @@ times, and those are the two this module takes over:
   brought in exactly that payload.
 - :func:`whole_messages`: reads the commonest frames of all, complete
   unfragmented text or binary messages, straight out of what the socket
-  gave, while wsproto is between messages. Anything else (control frames,
-  fragments, partial frames, extensions, anything doubtful: a length not
-  minimally encoded, invalid UTF-8) stops it, and wsproto parses the rest
-  and gives every verdict on it.
+  gave, while wsproto is between messages; with permessage-deflate
+  negotiated, also those with RSV1 set, handed on still compressed (the
+  protocol inflates them with the extension's decompressor). Anything else
+  (control frames, fragments, partial frames, other RSV bits, anything
+  doubtful: a length not minimally encoded, invalid UTF-8) stops it, and
+  wsproto parses the rest and gives every verdict on it.
+- :func:`frame_compressed`: a whole message compressed by the protocol with
+  the extension's compressor, framed as :func:`frame_data` frames one.
 
 All give byte for byte the results of wsproto's own code (the tests compare
 them), only with fewer copies and less work. One more adjustment is for
@@ -41,8 +45,10 @@ from . import masking as _masking
 
 __all__ = [
     "SMALL",
+    "Compressed",
     "FrameBuffer",
     "between_messages",
+    "frame_compressed",
     "frame_data",
     "frame_decoder",
     "header",
@@ -52,9 +58,12 @@ __all__ = [
 ]
 
 _FIN = 0x80
+_RSV1 = 0x40
 _TEXT = 0x1
 _BINARY = 0x2
 _MASKED = 0x80
+_DEFLATED_TEXT = _FIN | _RSV1 | _TEXT
+_DEFLATED_BINARY = _FIN | _RSV1 | _BINARY
 
 _pack16 = struct.Struct("!BBH").pack
 _pack64 = struct.Struct("!BBQ").pack
@@ -106,10 +115,20 @@ def frame_data(
             "a WebSocket message is str (text) or bytes-like (binary), not "
             f"{type(message).__name__}"
         )
-    size = len(payload)
-    if frame_size is not None and size > frame_size:
+    if frame_size is not None and len(payload) > frame_size:
         return _split(memoryview(payload), opcode, client, frame_size)
-    first_byte = _FIN | opcode
+    return _frame(payload, _FIN | opcode, client)
+
+
+def frame_compressed(payload: bytes | memoryview, text: bool, client: bool) -> bytes | list[Any]:
+    """Frame a whole message already compressed (permessage-deflate, its
+    final ``00 00 ff ff`` removed): one frame with RSV1 set, as bytes or a
+    list of pieces like :func:`frame_data`'s."""
+    return _frame(payload, _FIN | _RSV1 | (_TEXT if text else _BINARY), client)
+
+
+def _frame(payload: bytes | memoryview, first_byte: int, client: bool) -> bytes | list[Any]:
+    size = len(payload)
     if client:
         head, masked = _masked(payload, first_byte)
         if size < SMALL:
@@ -270,22 +289,36 @@ class _BetweenMessages:
         )
 
 
+#: A compressed message's frame, as :func:`whole_messages` hands it on:
+#: (text, payload still compressed, offset in the data where its frame begins).
+Compressed = tuple[bool, bytes, int]
+
+
 def whole_messages(
-    data: bytes, masked: bool, max_size: int | None
-) -> tuple[list[str | bytes], int]:
+    data: bytes, masked: bool, max_size: int | None, compressed: bool = False
+) -> tuple[list[str | bytes | Compressed], int]:
     """Read complete, unfragmented, uncompressed text and binary messages of
     at most ``max_size`` bytes from the start of ``data`` (frames masked or
     not, as ``masked`` says the peer must send them): return them and the
     offset where reading stopped, at the first frame that is anything else or
-    anything more, which is left to wsproto whole."""
-    found: list[str | bytes] = []
+    anything more, which is left to wsproto whole.
+
+    With ``compressed`` (permessage-deflate was negotiated), a frame with
+    RSV1 set and at most ``max_size`` payload bytes is read too, and handed
+    on as a :data:`Compressed` pair for the caller to inflate, in order;
+    frames with RSV1 clear are read as without the extension."""
+    found: list[str | bytes | Compressed] = []
     end = len(data)
     pos = 0
     mask_bit = _MASKED if masked else 0
     while end - pos >= 2:
         first = data[pos]
         second = data[pos + 1]
-        if (first != _FIN | _TEXT and first != _FIN | _BINARY) or second & _MASKED != mask_bit:
+        if second & _MASKED != mask_bit:
+            break
+        if (first != _FIN | _TEXT and first != _FIN | _BINARY) and not (
+            compressed and first in (_DEFLATED_TEXT, _DEFLATED_BINARY)
+        ):
             break
         length = second & 0x7F
         start = pos + 2
@@ -312,6 +345,15 @@ def whole_messages(
         if stop > end:
             break
         payload: bytes | memoryview
+        if first & _RSV1:
+            payload = (
+                _masking.mask(memoryview(data)[start:stop], data[start - 4 : start])
+                if masked
+                else data[start:stop]
+            )
+            found.append((first == _DEFLATED_TEXT, payload, pos))
+            pos = stop
+            continue
         if masked:
             payload = _masking.mask(memoryview(data)[start:stop], data[start - 4 : start])
         elif first == _FIN | _TEXT:

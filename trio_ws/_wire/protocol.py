@@ -1,8 +1,10 @@
 """The message layer over wsproto: bytes in, whole messages and control events out.
 
-wsproto parses and serialises frames; this module assembles fragments into
-messages, enforces the message size limit in bytes, and tells a peer's close
-frame apart from a parse failure. No I/O, no clock, no tasks.
+wsproto parses and serialises frames (but for whole messages, which
+framing.py reads and frames itself, compressed or not); this module
+assembles fragments into messages, enforces the message size limit in
+bytes, and tells a peer's close frame apart from a parse failure. No I/O,
+no clock, no tasks.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from .close import CloseCode
 from .deflate import DeflateExtension
 from .events import CloseReceived, Failure, Incoming, Piece, PingReceived, PongReceived, length
 from .framing import (
+    Compressed,
     between_messages,
+    frame_compressed,
     frame_data,
     frame_decoder,
     install_buffer,
@@ -103,12 +107,11 @@ class Protocol:
         buffer = self._buffer = install_buffer(connection)
         #: The negotiated permessage-deflate extension, or None.
         self.deflate = deflate if deflate is not None and deflate.enabled() else None
-        # Whole uncompressed messages are read without wsproto while it is
-        # between messages (see _framing.whole_messages).
+        # Whole messages are read without wsproto while it is between
+        # messages (see _framing.whole_messages); compressed ones are inflated
+        # here with the extension's decompressor, in order.
         self._between_messages = (
-            between_messages(connection, buffer)
-            if buffer is not None and self.deflate is None
-            else None
+            between_messages(connection, buffer) if buffer is not None else None
         )
         self._max_size = max_message_size
         self._fragmenting = False  # a streamed message is being sent
@@ -165,11 +168,28 @@ class Protocol:
         elif (
             self._between_messages is not None and type(data) is bytes and self._between_messages()
         ):
-            messages, used = whole_messages(data, not conn.client, self._max_size)
+            ext = self.deflate
+            messages, used = whole_messages(
+                data,
+                not conn.client,
+                self._max_size,
+                ext is not None and ext._inbound_compressed is None,
+            )
             if messages:
-                # Within the size limit: no Failure can come of these.
                 on_data = self._on_data
-                out = [item for m in messages if (item := on_data(m, True)) is not None]
+                if ext is None:
+                    # Within the size limit: no Failure can come of these.
+                    out = [item for m in messages if (item := on_data(m, True)) is not None]  # type: ignore[arg-type]  # never Compressed
+                else:
+                    out, stopped = self._inflated(messages, ext, room, slots)
+                    if out and type(out[-1]) is Failure:
+                        return out  # the parser is dead, or the message refused
+                    if stopped is not None:
+                        # The caller's room is full: the rest waits in wsproto,
+                        # still compressed, until resume().
+                        conn.receive_data(data[stopped:])
+                        self.backlog = True
+                        return out
                 if used < len(data):
                     for item in out:
                         room -= length(item)  # type: ignore[arg-type]  # never a Failure here
@@ -178,6 +198,58 @@ class Protocol:
                 return out
         conn.receive_data(data)  # type: ignore[arg-type]  # wsproto copies it anyway
         return self._events(room, slots)
+
+    def _inflated(
+        self,
+        messages: list[str | bytes | Compressed],
+        ext: DeflateExtension,
+        room: float,
+        slots: float,
+    ) -> tuple[list[Incoming], int | None]:
+        """What :func:`whole_messages` read on a connection with the
+        extension, compressed messages inflated in order (the context may
+        carry over from one to the next); and None, or where in the data the
+        first compressed message left uninflated begins, when the caller's
+        ``room`` or ``slots`` ran out before it (as in :meth:`_events`: a few
+        KiB of deflate data never become more than ``room`` plus one message).
+        At the first message that fails, a Failure ends the list and the
+        parser: its frame was consumed here, and the decompressor's state is
+        lost."""
+        out: list[Incoming] = []
+        client = self._conn.client
+        on_data = self._on_data
+        for m in messages:
+            if type(m) is tuple:
+                text, payload, start = m
+                if room <= 0 or slots <= 0:
+                    return out, start
+                inflated = ext.inflate_message(payload, client)
+                if type(inflated) is not bytes:
+                    self.dead = True
+                    if inflated is CloseReason.MESSAGE_TOO_BIG:
+                        out.append(self._too_big(True, parser_usable=False))
+                    else:
+                        reason = "invalid compressed data"
+                        out.append(Failure(CloseCode.INVALID_PAYLOAD, reason, parser_usable=False))
+                    return out, None
+                if text:
+                    try:
+                        m = str(inflated, "utf-8")
+                    except UnicodeDecodeError as exc:
+                        self.dead = True
+                        failure = Failure(CloseCode.INVALID_PAYLOAD, str(exc), parser_usable=False)
+                        out.append(failure)
+                        return out, None
+                else:
+                    m = inflated
+            item = on_data(m, True)  # type: ignore[arg-type]  # str or bytes by now
+            if item is not None:
+                out.append(item)
+                if type(item) is Failure:  # over the limit: not after a bounded inflate
+                    return out, None
+                room -= length(item)  # type: ignore[arg-type]  # str or bytes
+                slots -= 1
+        return out, None
 
     def resume(self, room: float = math.inf, slots: float = math.inf) -> list[Incoming]:
         """Go on parsing what :meth:`receive_data` left buffered for lack of
@@ -242,9 +314,11 @@ class Protocol:
             return None
         if self.deflate is not None:
             # Maybe compressed (continuation frames carry no RSV1): inflating
-            # never shrinks data by more than deflate's block overhead (5
-            # bytes per stored block of up to 64 KiB); leave a wide margin.
-            announced -= announced // 8192 + 64
+            # shrinks incompressible data by deflate's block overhead, 5 bytes
+            # per stored block, and a peer's blocks can be small (2 KiB at
+            # zlib's memory level 5: 2,561 bytes over 1 MiB). zlib's widest
+            # bound (deflateBound) is n + n/8 + n/64 + 5: below 8/7 of n.
+            announced -= announced // 7 + 64
         if self._size + announced <= limit:
             return None
         self._streaming = self._drop_stream = False
@@ -410,6 +484,18 @@ class Protocol:
         ):
             # Uncompressed: the common case, framed without wsproto's copies.
             return frame_data(message, self._conn.client, frame_size)
+        if (
+            ext is not None
+            and not self._fragmenting
+            and self._conn.state is ConnectionState.OPEN
+            and isinstance(message, (str, bytes, bytearray, memoryview))
+            and (frame_size is None or len(message) <= frame_size)
+        ):
+            # A whole compressed message in one frame: deflated here with the
+            # extension's compressor, framed without wsproto.
+            client, text = self._conn.client, isinstance(message, str)
+            data = str(message).encode() if text else bytes(message)  # type: ignore[arg-type]
+            return frame_compressed(ext.deflate_message(data, client), text, client)
         if (
             frame_size is not None
             and isinstance(message, (str, bytes, bytearray, memoryview))
