@@ -446,3 +446,17 @@ async def test_a_node_that_falls_behind_leaves_its_backlog_in_redis(
         assert len(got) < 100  # Redis dropped some...
         assert len(got) + stats.missed == 100  # ...and every message arrived or is counted
         await bob.aclose()
+
+
+async def test_a_password_never_shows_in_errors_or_reprs() -> None:
+    from redis_server import free_port
+
+    url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+    backplane = trio_ws.RedisBackplane(url, connect_timeout=2)
+    assert "s3cret" not in repr(backplane)
+    with trio.fail_after(5):
+        with pytest.raises(trio_ws.BackplaneError) as caught:
+            async with trio_ws.open_hub(backplane=backplane):
+                pytest.fail("the hub opened without Redis")
+    assert "s3cret" not in str(caught.value)
+    assert "user:***@127.0.0.1" in str(caught.value)

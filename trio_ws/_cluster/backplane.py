@@ -50,6 +50,16 @@ def _prefix(value: str) -> str:
     return value
 
 
+def shown(url: str) -> str:
+    """``url`` fit for a log line or an error: any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
 @attrs.define(eq=False)
 class RedisBackplane:
     """A Redis pub/sub backplane: hubs opened with the same ``url`` and
@@ -79,7 +89,7 @@ class RedisBackplane:
     - ``connect_timeout``: how long opening a hub waits for Redis.
     """
 
-    url: str = attrs.field()
+    url: str = attrs.field(repr=shown)
     prefix: str = attrs.field(default="trio_ws", converter=_prefix)
     outbox_size: int = attrs.field(default=10_000, kw_only=True)
     probe_interval: float = attrs.field(default=1.0, kw_only=True)
@@ -96,7 +106,7 @@ class RedisBackplane:
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError(
-                f"a Redis URL starts with redis://, rediss:// or unix://: {self.url!r}"
+                f"a Redis URL starts with redis://, rediss:// or unix://: {shown(self.url)!r}"
             )
         if isinstance(self.outbox_size, bool) or not isinstance(self.outbox_size, int):
             raise ValueError(f"outbox_size must be a positive int, not {self.outbox_size!r}")

@@ -40,7 +40,14 @@ from typing import Any, Protocol
 
 import trio
 
-from .backplane import BackplaneError, BackplaneStats, LinkState, RedisBackplane, import_coredis
+from .backplane import (
+    BackplaneError,
+    BackplaneStats,
+    LinkState,
+    RedisBackplane,
+    import_coredis,
+    shown,
+)
 from .envelope import DIRECT, PROBE, RESTART, EnvelopeError, decode, encode
 from .keys import Keys
 from .link import Link, open_link
@@ -160,13 +167,13 @@ class Node:
                 stream_timeout=config.probe_timeout,
             )
         except Exception as exc:
-            raise BackplaneError(f"could not use Redis at {config.url}: {exc}") from exc
+            raise BackplaneError(f"could not use Redis at {shown(config.url)}: {exc}") from exc
         async with self._client:
             number = await self._claim_number()
             self.number = number
             self._origin = number.to_bytes(4, "big")
             self._publisher_up = True
-            logger.info("[node %d] joined the cluster through %s", number, config.url)
+            logger.info("[node %d] joined the cluster through %s", number, shown(config.url))
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._publisher)
@@ -191,10 +198,10 @@ class Node:
                         return number
         except trio.TooSlowError:
             raise BackplaneError(
-                f"Redis at {config.url} did not answer within {config.connect_timeout:g} s"
+                f"Redis at {shown(config.url)} did not answer within {config.connect_timeout:g} s"
             ) from None
         except Exception as exc:
-            raise BackplaneError(f"could not reach Redis at {config.url}: {exc}") from exc
+            raise BackplaneError(f"could not reach Redis at {shown(config.url)}: {exc}") from exc
 
     def stop(self) -> None:
         """End the node's tasks (after :meth:`leave`)."""
