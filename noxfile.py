@@ -64,6 +64,7 @@ def bench(session: nox.Session) -> None:
     )
     session.run("python", "bench/stalled_writer.py", "--rounds", "2")
     quick = [a for a in session.posargs if a == "--quick"]
+    session.run("python", "bench/handshake.py", *quick)
     session.run("python", "bench/fanout.py", *quick)
     session.run("python", "bench/fanout.py", "--compression", *quick)
     session.run("python", "bench/memory.py", *(["--connections", "50"] if quick else []))

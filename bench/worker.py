@@ -4,6 +4,7 @@ Started by ``run.py``, not by hand::
 
     python bench/worker.py server IMPL
     python bench/worker.py client IMPL URL
+    python bench/worker.py connector IMPL URL   (for handshake.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def main(argv: list[str]) -> None:
     elif role == "client":
         (url,) = rest
         driver.run_client(module, url)
+    elif role == "connector":
+        (url,) = rest
+        driver.run_connector(module, url)
     else:
         raise SystemExit(f"unknown role {role!r}")
 

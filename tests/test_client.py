@@ -116,7 +116,9 @@ async def test_server_that_closes_at_once_fails_promptly(nursery: trio.Nursery) 
 
     port = await _tcp_server(nursery, closer)
     start = trio.current_time()
-    with pytest.raises(trio_ws.ConnectFailed, match="closed the connection"):
+    # Whether the request is written before the server's end-of-file
+    # arrives (then the read finds a reset) is the kernel's timing.
+    with pytest.raises(trio_ws.ConnectFailed, match=r"closed the connection|lost during the"):
         async with trio_ws.connect(f"ws://127.0.0.1:{port}/"):
             pass  # pragma: no cover
     assert trio.current_time() - start < 2

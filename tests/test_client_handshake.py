@@ -4,20 +4,27 @@ a broken answer), and what each becomes."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import h11
+import hypothesis.strategies as st
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, TextMessage
+from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 
 import trio_ws
 from trio_ws._endpoints.client_handshake import (
+    _PLAIN_101,
     MAX_REJECT_BODY,
     USER_AGENT,
+    _Accept,
+    _accepted,
     _build_request,
     _handshake,
     _Opening,
@@ -29,6 +36,7 @@ from trio_ws._endpoints.url import parse_url
 from trio_ws._http import Headers
 from trio_ws._options import Options
 from trio_ws._wire.deflate import Deflate
+from trio_ws._wire.upgrade import split_head
 
 T = TypeVar("T")
 
@@ -60,13 +68,20 @@ async def _outcome(awaitable: Awaitable[T]) -> T | Exception:
 
 
 async def read(
-    chunks: list[bytes], *, eof: bool = True, subprotocols: Sequence[str] = ()
-) -> tuple[_Opening, AcceptConnection | _Rejection]:
+    chunks: Sequence[bytes | Callable[[bytes], bytes]],
+    *,
+    eof: bool = True,
+    subprotocols: Sequence[str] = (),
+) -> tuple[_Opening, _Accept | _Rejection]:
     """Run _read_response against a peer that sends ``chunks`` one by one
-    (``b"101"`` stands for a valid 101), then ends the stream."""
+    (``b"101"`` stands for a valid 101; a function is called with the
+    request), then ends the stream."""
     opening = build(subprotocols)
     client, server = trio.testing.memory_stream_pair()
-    chunks = [accept_for(opening.data) if c == b"101" else c for c in chunks]
+    chunks = [
+        accept_for(opening.data) if c == b"101" else c(opening.data) if callable(c) else c
+        for c in chunks
+    ]
 
     async def peer() -> None:
         for chunk in chunks:
@@ -78,7 +93,7 @@ async def read(
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer)
-            result = await _outcome(_read_response(client, opening.wsconn, WHERE))
+            result = await _outcome(_read_response(client, opening, WHERE))
     if isinstance(result, Exception):
         raise result
     return opening, result
@@ -117,14 +132,16 @@ def test_build_request_offers_deflate_when_compressing(compression: Deflate | No
 # -- reading the response --------------------------------------------------------------
 
 
-async def test_frames_after_the_101_stay_in_wsproto() -> None:
+async def test_frames_after_the_101_are_the_connections_first_input() -> None:
     opening = build()
     client, server = trio.testing.memory_stream_pair()
     await server.send_all(accept_for(opening.data) + b"\x81\x02hi")
     with trio.fail_after(5):
-        result = await _read_response(client, opening.wsconn, WHERE)
-    assert isinstance(result, AcceptConnection)
-    assert [type(e) for e in opening.wsconn.events()] == [TextMessage]
+        result = await _read_response(client, opening, WHERE)
+        assert isinstance(result, _Accept)
+        assert result.trailing == b"\x81\x02hi"
+        ws = _accepted(client, opening, result, Options(compression=None))
+        assert await ws.receive() == "hi"
 
 
 async def test_accept_byte_by_byte() -> None:
@@ -140,9 +157,9 @@ async def test_accept_byte_by_byte() -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer)
-            result = await _read_response(client, opening.wsconn, WHERE)
-    assert isinstance(result, AcceptConnection)
-    assert result.subprotocol == "chat"
+            result = await _read_response(client, opening, WHERE)
+    assert isinstance(result, _Accept)
+    assert result.agreed.subprotocol == "chat"
 
 
 REJECT = b"HTTP/1.1 403 Forbidden\r\nX-Why: no\r\n"
@@ -166,7 +183,7 @@ REJECTION_CASES = [
 async def test_rejections(chunks: list[bytes], eof: bool, body: bytes) -> None:
     _, result = await read(chunks, eof=eof)
     assert isinstance(result, _Rejection)
-    assert result.event.status_code == 403
+    assert result.status_code == 403
     assert bytes(result.body) == body
     error = result.error()
     assert isinstance(error, trio_ws.ConnectionRejected)
@@ -215,24 +232,23 @@ class _Broken(trio.abc.Stream):
 
 async def test_lost_connection_while_reading_is_connect_failed() -> None:
     with pytest.raises(trio_ws.ConnectFailed, match=f"connection to {WHERE} lost") as info:
-        await _read_response(_Broken(), build().wsconn, WHERE)
+        await _read_response(_Broken(), build(), WHERE)
     assert isinstance(info.value.__cause__, trio.BrokenResourceError)
 
 
 @pytest.mark.parametrize(
-    ("kept", "data", "finished", "done", "body"),
+    ("kept", "data", "done", "body"),
     [
-        (b"", b"abc", False, False, b"abc"),
-        (b"", b"abc", True, True, b"abc"),
-        (b"x" * (MAX_REJECT_BODY - 1), b"abc", False, True, b"x" * (MAX_REJECT_BODY - 1) + b"a"),
-        (b"x" * MAX_REJECT_BODY, b"abc", False, True, b"x" * MAX_REJECT_BODY),
+        (b"", b"abc", False, b"abc"),
+        (b"x" * (MAX_REJECT_BODY - 1), b"abc", True, b"x" * (MAX_REJECT_BODY - 1) + b"a"),
+        (b"x" * MAX_REJECT_BODY, b"abc", True, b"x" * MAX_REJECT_BODY),
     ],
 )
 def test_rejection_keeps_at_most_max_reject_body(
-    kept: bytes, data: bytes, finished: bool, done: bool, body: bytes
+    kept: bytes, data: bytes, done: bool, body: bytes
 ) -> None:
-    rejection = _Rejection(RejectConnection(status_code=500, has_body=True), bytearray(kept))
-    assert rejection.add(RejectData(data=data, body_finished=finished)) is done
+    rejection = _Rejection(500, Headers(), bytearray(kept))
+    assert rejection.add(data) is done
     assert bytes(rejection.body) == body
 
 
@@ -289,3 +305,116 @@ async def test_lost_connection_while_sending_is_connect_failed(error: type[Excep
     with pytest.raises(trio_ws.ConnectFailed, match=f"connection to {WHERE} lost") as info:
         await _handshake(Lost(), URL, [], headers, Options())
     assert isinstance(info.value.__cause__, error)
+
+
+# -- the fast path and the general path ------------------------------------------------
+
+
+def _with_key(data: bytes, key: bytes) -> bytes:
+    return re.sub(rb"Sec-WebSocket-Key: [^\r]*", b"Sec-WebSocket-Key: " + key, data)
+
+
+@pytest.mark.parametrize("subprotocols", [[], ["chat", "json"]])
+@pytest.mark.parametrize(
+    "compression", [None, Deflate(), Deflate(client_no_context_takeover=True)]
+)
+@pytest.mark.parametrize("extra", [{}, {"X-Token": "t", "Cookie": "a=1; b=2", "X-Empty": ""}])
+def test_request_is_what_wsproto_writes(
+    subprotocols: list[str], compression: Deflate | None, extra: dict[str, str]
+) -> None:
+    headers = _request_headers(URL, extra)
+    opening = _build_request(URL, subprotocols, headers, Options(compression=compression))
+    assert opening.h11conn is None  # plain fields: written without h11
+    wsconn = WSConnection(ConnectionType.CLIENT)
+    expected = wsconn.send(
+        WSRequest(
+            host=URL.host_header,
+            target=URL.resource,
+            subprotocols=subprotocols,
+            extra_headers=[p for p in headers.raw() if p[0].lower() != b"host"],
+            extensions=[opening.deflate] if opening.deflate is not None else [],
+        )
+    )
+    assert opening.data == _with_key(expected, opening.key)
+
+
+def test_a_request_header_that_is_not_plain_is_written_by_h11() -> None:
+    opening = _build_request(URL, [], _request_headers(URL, {"X-Name": "caf\xe9"}), Options())
+    assert opening.h11conn is not None
+    assert b"\r\nX-Name: caf\xe9\r\n" in opening.data
+    with pytest.raises(h11.LocalProtocolError):
+        _build_request(URL, [], _request_headers(URL, {"X-Bad": "a\r\nInjected: 1"}), Options())
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda answer: answer,  # fast path
+        lambda answer: answer.replace(b"\r\n", b"\n"),  # bare line feeds: h11
+        lambda answer: answer.replace(b"\r\n\r\n", b"\r\nX-Latin: caf\xe9\r\n\r\n"),  # h11
+        lambda answer: answer.replace(b"HTTP/1.1 101 Switching Protocols", b"HTTP/1.1 101 "),
+    ],
+)
+async def test_both_paths_read_a_101(rewrite: Any) -> None:
+    chunk = lambda request: rewrite(accept_for(request, subprotocol="chat"))  # noqa: E731
+    _, result = await read([chunk], subprotocols=["chat"])
+    assert isinstance(result, _Accept)
+    assert result.agreed.subprotocol == "chat"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda a: a.replace(b"Sec-WebSocket-Accept: ", b"Sec-WebSocket-Accept: x"), "Bad accept"),
+        (lambda a: a.replace(b"Upgrade: websocket", b"Upgrade: h2c"), "'Upgrade: websocket'"),
+        (lambda a: a.replace(b"Connection: Upgrade", b"Connection: close"), "'Connection"),
+        (
+            lambda a: a.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: other\r\n\r\n"),
+            "unrecognized subprotocol other",
+        ),
+        (
+            lambda a: a.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: x-foo\r\n\r\n"),
+            "unrecognized extension x-foo",
+        ),
+    ],
+)
+@pytest.mark.parametrize("general", [False, True])
+async def test_a_101_that_does_not_accept_is_invalid(
+    answer: Any, message: str, general: bool
+) -> None:
+    def chunk(request: bytes) -> bytes:
+        data: bytes = answer(accept_for(request))
+        return data.replace(b"\r\n", b"\n") if general else data
+
+    with pytest.raises(trio_ws.InvalidHandshake, match=message):
+        await read([chunk])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Upgrade", b"connection", b"Sec-WebSocket-Accept", b"X-A", b"B c"]),
+            st.sampled_from([b"websocket", b"Upgrade", b"", b" x ", b"caf\xe9", b"a,b", b"\t"]),
+        ),
+        max_size=4,
+    ),
+    st.sampled_from([b"HTTP/1.1 101 Switching Protocols", b"HTTP/1.1 101", b"HTTP/1.0 101 x"]),
+)
+def test_fast_reading_agrees_with_h11(
+    extra: list[tuple[bytes, bytes]], status_line: bytes
+) -> None:
+    """Differential: whatever head the fast path reads, h11 reads the same
+    status and fields."""
+    head = status_line + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in extra) + b"\r\n"
+    split = split_head(head)
+    if split is None or not _PLAIN_101.fullmatch(split[0]):
+        return
+    conn = h11.Connection(h11.CLIENT)
+    fields = [("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    conn.send(h11.Request(method="GET", target="/", headers=fields))
+    conn.receive_data(head)
+    event = conn.next_event()
+    assert isinstance(event, h11.InformationalResponse)
+    assert event.status_code == 101
+    assert list(event.headers.raw_items()) == split[1]

@@ -52,12 +52,16 @@ def test_uncompressed_messages_go_out_with_rsv1_clear() -> None:
         assert _bytes(protocol.encode_message(LONG, compress=False))[0] == 0x81
         assert _bytes(protocol.encode_message(RANDOM, compress=False))[0] == 0x82
         assert _bytes(protocol.encode_message(LONG))[0] == 0xC1  # compressed: RSV1 set
-        assert _bytes(protocol.encode_message(bytearray(RANDOM)))[0] == 0xC2
+        assert _bytes(protocol.encode_message(bytearray(LONG.encode())))[0] == 0xC2
+        # Random data looks incompressible: sent as it is (skip_incompressible).
+        assert _bytes(protocol.encode_message(bytearray(RANDOM)))[0] == 0x82
 
 
 @pytest.mark.parametrize("context", [True, False])
 def test_compressed_frames_match_wsproto_byte_for_byte(context: bool) -> None:
-    settings = trio_ws.Deflate(server_no_context_takeover=not context, min_size=0)
+    settings = trio_ws.Deflate(
+        server_no_context_takeover=not context, min_size=0, skip_incompressible=False
+    )
     ext = settings.extension(client=False, max_message_size=None)
     twin = settings.extension(client=False, max_message_size=None)
     for extension in (ext, twin):
@@ -213,11 +217,15 @@ async def test_incompressible_message_at_the_size_limit_is_accepted(
 ) -> None:
     # Deflate stores random data in blocks of about 2 KiB at memory level 5,
     # 5 bytes each: the frame is larger than the message, and larger than
-    # max_message_size, which the message itself is not.
+    # max_message_size, which the message itself is not. (With the default
+    # skip_incompressible, random data goes out uncompressed instead.)
     limit = 2**20  # more than one read: the header is checked before the payload is in
-    server = await start_server(nursery, Recorder(echo_back), max_message_size=limit)
+    always = trio_ws.Deflate(skip_incompressible=False)
+    server = await start_server(
+        nursery, Recorder(echo_back), max_message_size=limit, compression=always
+    )
     data = random.Random(3).randbytes(limit)
-    async with trio_ws.connect(url_of(server), max_message_size=limit) as ws:
+    async with trio_ws.connect(url_of(server), max_message_size=limit, compression=always) as ws:
         await ws.send(data)
         assert await ws.receive() == data
         assert ws.stats().traffic.bytes_out > limit + 100

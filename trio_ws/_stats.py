@@ -30,8 +30,14 @@ class Traffic:
         return self.text_out + self.binary_out
 
     def __add__(self, other: Traffic) -> Traffic:
+        # Field by field (a server adds each connection's traffic as it ends).
         return Traffic(
-            *(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True))
+            self.text_in + other.text_in,
+            self.binary_in + other.binary_in,
+            self.text_out + other.text_out,
+            self.binary_out + other.binary_out,
+            self.bytes_in + other.bytes_in,
+            self.bytes_out + other.bytes_out,
         )
 
 

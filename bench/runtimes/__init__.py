@@ -1,7 +1,8 @@
 """Drivers: run an implementation's server or client in a worker subprocess,
 on the implementation's event loop, answering the harness's commands.
 
-A driver module provides ``run_server(module)`` and ``run_client(module, url)``.
+A driver module provides ``run_server(module)``, ``run_client(module, url)``
+and ``run_connector(module, url)``.
 """
 
 from __future__ import annotations

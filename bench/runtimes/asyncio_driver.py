@@ -1,5 +1,5 @@
-"""The driver for asyncio implementations: the same commands as the trio
-driver (see ``trio_driver``), without step counting (answers none)."""
+"""The driver for asyncio implementations: the same commands and roles as
+the trio driver (see ``trio_driver``), without step counting (answers none)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,35 @@ async def _client(module: EchoModule, url: str) -> None:
             control.answer(await _run(module, conn, command))
 
 
+async def _connect_many(module: EchoModule, url: str, count: int, concurrency: int) -> None:
+    async def opener(n: int) -> None:
+        for _ in range(n):
+            async with module.connect(url):
+                pass
+
+    await asyncio.gather(
+        *(opener(count // concurrency + (i < count % concurrency)) for i in range(concurrency))
+    )
+
+
+async def _connector(module: EchoModule, url: str) -> None:
+    commands = await Commands.open()
+    control.answer({"ready": True})
+    while (command := await commands.next()) is not None:
+        if command["cmd"] != "connect":
+            raise ValueError(f"unknown command {command!r}")
+        gc.collect()
+        start = time.perf_counter_ns()
+        await _connect_many(module, url, command["count"], command["concurrency"])
+        control.answer({"ns": time.perf_counter_ns() - start})
+
+
 def run_server(module: EchoModule) -> None:
     asyncio.run(_serve(module))
+
+
+def run_connector(module: EchoModule, url: str) -> None:
+    asyncio.run(_connector(module, url))
 
 
 def run_client(module: EchoModule, url: str) -> None:

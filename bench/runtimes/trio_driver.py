@@ -8,7 +8,10 @@ Commands (one JSON object per line on stdin; see ``control``):
 - client: ``run`` times ``echo(conn, payload, count)`` and answers the
   elapsed nanoseconds, plus task steps and batches when ``steps`` is true
   (then the run is for counting, not timing: the instrument costs time);
-- both: ``quit``, or end of input.
+- connector (a client that only opens and closes connections, for
+  ``handshake.py``): ``connect`` opens and closes ``count`` connections,
+  ``concurrency`` at a time, and answers the elapsed nanoseconds;
+- all: ``quit``, or end of input.
 """
 
 from __future__ import annotations
@@ -107,8 +110,35 @@ async def _client(module: EchoModule, url: str) -> None:
             control.answer(await _run(module, conn, command))
 
 
+async def _connect_many(module: EchoModule, url: str, count: int, concurrency: int) -> None:
+    async def opener(n: int) -> None:
+        for _ in range(n):
+            async with module.connect(url):
+                pass
+
+    async with trio.open_nursery() as nursery:
+        for index in range(concurrency):
+            nursery.start_soon(opener, count // concurrency + (index < count % concurrency))
+
+
+async def _connector(module: EchoModule, url: str) -> None:
+    commands = Commands()
+    control.answer({"ready": True})
+    while (command := await commands.next()) is not None:
+        if command["cmd"] != "connect":
+            raise ValueError(f"unknown command {command!r}")
+        gc.collect()
+        start = time.perf_counter_ns()
+        await _connect_many(module, url, command["count"], command["concurrency"])
+        control.answer({"ns": time.perf_counter_ns() - start})
+
+
 def run_server(module: EchoModule) -> None:
     trio.run(_serve, module)
+
+
+def run_connector(module: EchoModule, url: str) -> None:
+    trio.run(_connector, module, url)
 
 
 def run_client(module: EchoModule, url: str) -> None:

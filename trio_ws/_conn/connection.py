@@ -222,7 +222,10 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
 
         When compression was negotiated, the message is compressed unless
         ``compress=False`` (for data known not to compress, such as images
-        or encrypted payloads) or it is shorter than ``Deflate.min_size``.
+        or encrypted payloads), it is shorter than ``Deflate.min_size``, or
+        it is binary data of 1 KiB or more that looks incompressible
+        (``Deflate.skip_incompressible``, on by default: a sample of it
+        holds too many distinct byte values).
 
         Cancellation: if ``send()`` is cancelled before any of the message was
         written, the message is not sent; if it is cancelled part-way, the

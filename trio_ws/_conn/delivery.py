@@ -48,13 +48,16 @@ def _framer(key: Hashable) -> tuple[Connection, DeflateExtension | None]:
     key do (used only to frame, never to talk)."""
     if key == PLAIN:
         return Connection(ConnectionType.SERVER), None
-    _, bits, level, memory_level, min_size = cast("tuple[str, int, int, int, int]", key)
+    _, bits, level, memory_level, min_size, skip = cast(
+        "tuple[str, int, int, int, int, bool]", key
+    )
     settings = Deflate(
         server_max_window_bits=bits,
         server_no_context_takeover=True,
         level=level,
         memory_level=memory_level,
         min_size=min_size,
+        skip_incompressible=skip,
     )
     extension = settings.extension(client=False, max_message_size=None)
     extension.accept("permessage-deflate; server_no_context_takeover")
@@ -79,7 +82,9 @@ class Framings:
 
     def frame(self, message: str | bytes, key: Hashable) -> bytes:
         """Frame a whole message as every server connection with this frame
-        key would. Raises TypeError for other types than str and bytes."""
+        key would (uncompressed where they would leave it uncompressed: see
+        ``Deflate.min_size`` and ``Deflate.skip_incompressible``). Raises
+        TypeError for other types than str and bytes."""
         last = self._last.get(key)
         if last is not None and last[0] is message:
             return last[1]
@@ -87,17 +92,20 @@ class Framings:
         if framer is None:
             framer = self._framers[key] = _framer(key)
         connection, extension = framer
-        if extension is not None and len(message) < extension.settings.min_size:
-            extension.skip_next = True
+        event: TextMessage | BytesMessage
         if isinstance(message, str):
-            frame = connection.send(TextMessage(data=message))
+            event = TextMessage(data=message)
         elif isinstance(message, bytes):
-            frame = connection.send(BytesMessage(data=message))
+            event = BytesMessage(data=message)
         else:
             raise TypeError(
                 "a WebSocket message is str (text) or bytes (binary), not "
                 f"{type(message).__name__}"
             )
+        if extension is not None and extension.leaves_uncompressed(message):
+            # Tiny, or binary data that looks incompressible: RSV1 clear.
+            extension.skip_next = True
+        frame = connection.send(event)
         self._last[key] = (message, frame)
         return frame
 

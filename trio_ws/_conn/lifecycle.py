@@ -357,7 +357,10 @@ class Lifecycle:
             if self._client or isinstance(self._stream, trio.abc.HalfCloseableStream):
                 await self._reader.wait_eof()
             try:
-                await self._stream.aclose()
+                if type(self._stream) is trio.SocketStream:
+                    self._stream.socket.close()  # as aclose(), without its schedule point
+                else:
+                    await self._stream.aclose()
             except STREAM_ERRORS:
                 pass  # already closed or broken underneath: closed all the same
         if scope.cancelled_caught:

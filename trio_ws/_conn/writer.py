@@ -480,10 +480,14 @@ class Writer(Offers):
 
     async def _shut_down(self) -> None:
         """Send end-of-file, after every frame queued before it; nothing is
-        written after it (later frames fail with NotOpen)."""
+        written after it (later frames fail with NotOpen). On a plain socket
+        at once, with no schedule point (closing a connection takes enough)."""
         stream = self._stream
         try:
-            if isinstance(stream, trio.abc.HalfCloseableStream):
+            if type(stream) is trio.SocketStream:
+                if not stream.socket.did_shutdown_SHUT_WR:
+                    stream.socket.shutdown(trio.socket.SHUT_WR)
+            elif isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()
         finally:
             self.fail_all(NotOpen())

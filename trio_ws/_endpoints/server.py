@@ -199,8 +199,9 @@ class Server:
                             # The server is being cancelled (shut down).
                             code, reason = CloseCode.GOING_AWAY, _SHUTDOWN_REASON
                             cause = "server shutdown"
-                        with trio.CancelScope(shield=True):
-                            await close_explained(ws, code, reason, cause)
+                        if not ws.closed:  # (the peer's close usually ends it first)
+                            with trio.CancelScope(shield=True):
+                                await close_explained(ws, code, reason, cause)
             except Exception:
                 logger.exception("internal error while serving a connection")
             finally:
@@ -210,7 +211,8 @@ class Server:
                 self._close_codes[end_code] += 1
                 self._closed_traffic = self._closed_traffic + traffic_of(ws)
         finally:
-            await trio.aclose_forcefully(stream)
+            if stream.socket.fileno() >= 0:  # not closed by the connection already
+                await trio.aclose_forcefully(stream)
 
     async def _open(self, stream: trio.SocketStream) -> WebSocket | None:
         """The opening handshake (TLS first, if any), within ``open_timeout``:

@@ -1,14 +1,15 @@
 """The server's side of the opening handshake.
 
-h11 parses the HTTP request, so that a plain HTTP request (a health check, a
-page) can be answered on the same port; wsproto then validates the upgrade
-and produces the 101 response.
+A plain, valid upgrade (nearly all of them) takes the fast path: read by
+``_wire.upgrade`` and answered there, without h11 or wsproto's handshake.
+Every other request takes the general path: h11 parses it, so that a plain
+HTTP request (a health check, a page) can be answered on the same port, and
+wsproto validates the upgrade and produces the 101 response. Refusals are
+always answered through h11.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import inspect
 import logging
@@ -20,8 +21,10 @@ import attrs
 import h11
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import AcceptConnection, RejectConnection
 from wsproto.events import Request as WSRequest
+from wsproto.extensions import Extension
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 from .._conn.connection import WebSocket
@@ -30,6 +33,14 @@ from .._http import Accept, Headers, Request, Response
 from .._options import Options
 from .._wire.deflate import DeflateExtension
 from .._wire.protocol import Protocol
+from .._wire.upgrade import (
+    UpgradeHead,
+    accept_response,
+    agree_extensions,
+    parse_upgrade,
+    valid_host,
+    valid_key,
+)
 
 __all__ = [
     "HandshakePolicy",
@@ -127,9 +138,13 @@ def _error(status: int, detail: str, headers: Sequence[tuple[str, str]] = ()) ->
     )
 
 
-async def _read_request(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Request, bytes]:
+async def _read_request(
+    stream: trio.abc.Stream, data: bytes
+) -> tuple[h11.Connection, h11.Request, bytes]:
+    """Parse a request with h11, starting with ``data`` already received."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
-    received = 0
+    conn.receive_data(data)
+    received = len(data)
     while True:
         event = conn.next_event()
         if isinstance(event, h11.Request):
@@ -140,11 +155,11 @@ async def _read_request(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Re
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             return conn, event, trailing
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(READ_SIZE)
-            if not data:
+            more = await stream.receive_some(READ_SIZE)
+            if not more:
                 raise _ClientLeft
-            received += len(data)
-            conn.receive_data(bytes(data))
+            received += len(more)
+            conn.receive_data(bytes(more))
         else:  # pragma: no cover - h11 yields nothing else before a request
             raise h11.RemoteProtocolError("unexpected HTTP event", error_status_hint=400)
 
@@ -162,25 +177,6 @@ _ASCII_FIELDS = (b"connection", b"sec-websocket-protocol", b"sec-websocket-exten
 _SINGLE_FIELDS = (b"sec-websocket-key", b"sec-websocket-version")
 
 
-def _valid_key(key: bytes) -> bool:
-    """Whether a Sec-WebSocket-Key is base64 of 16 bytes (RFC 6455 4.1)."""
-    try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except binascii.Error:
-        return False
-
-
-def _valid_host(host: bytes) -> bool:
-    """Whether a Host header is ASCII that wsproto can decode as IDNA."""
-    if not host.isascii():
-        return False
-    try:
-        host.decode("idna")
-    except UnicodeError:
-        return False
-    return True
-
-
 def _upgrade_problem(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     """What is wrong with an upgrade request's header fields, for the 400
     answer (the checks wsproto leaves out, or fails on with an exception), or
@@ -192,9 +188,9 @@ def _upgrade_problem(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name in _ASCII_FIELDS and not value.isascii():
             return f"the {name.decode()} header is not ASCII"
-        if name == b"host" and not _valid_host(value):
+        if name == b"host" and not valid_host(value):
             return "the Host header is not a valid host name"
-        if name == b"sec-websocket-key" and not _valid_key(value):
+        if name == b"sec-websocket-key" and not valid_key(value):
             return "Sec-WebSocket-Key must be 16 bytes in base64"
     return None
 
@@ -227,11 +223,14 @@ def _start_upgrade(event: h11.Request) -> WSConnection | Refusal:
     return wsconn
 
 
-def _request_of(event: h11.Request) -> Request:
-    target = event.target.decode("ascii", "replace")
+def _request_of(received: _Received) -> Request:
+    fast = received.fast
+    if fast is not None:
+        return Request.from_target("GET", fast.target.decode(), Headers.from_raw(fast.headers))
+    event = received.event
     return Request.from_target(
         event.method.decode("ascii", "replace"),
-        target,
+        event.target.decode("ascii", "replace"),
         Headers.from_raw(event.headers.raw_items()),
     )
 
@@ -289,43 +288,87 @@ class HandshakePolicy:
     options: Options
 
 
-@attrs.frozen
 class _Received:
-    """The read step's product: the request, the h11 connection that parsed
-    it (and answers it), and the bytes that came after its head."""
+    """The read step's product: the request (read by the fast parser, or by
+    h11), and the bytes that came after its head. The h11 connection that
+    answers a refusal is made on demand for a request read by the fast
+    parser."""
 
-    conn: h11.Connection
-    event: h11.Request
-    trailing: bytes
+    __slots__ = ("_h11", "fast", "head_data", "trailing")
+
+    def __init__(
+        self,
+        trailing: bytes,
+        *,
+        fast: UpgradeHead | None = None,
+        head_data: bytes = b"",
+        h11_parsed: tuple[h11.Connection, h11.Request] | None = None,
+    ) -> None:
+        self.trailing = trailing
+        #: The fast parser's reading, or None for the general path.
+        self.fast = fast
+        self.head_data = head_data
+        self._h11 = h11_parsed
+
+    def _parsed(self) -> tuple[h11.Connection, h11.Request]:
+        if self._h11 is None:
+            conn = h11.Connection(h11.SERVER)
+            conn.receive_data(self.head_data)
+            event = conn.next_event()
+            assert isinstance(event, h11.Request)  # what the fast parser took, h11 takes
+            self._h11 = conn, event
+        return self._h11
+
+    @property
+    def conn(self) -> h11.Connection:
+        """The h11 connection to answer on."""
+        return self._parsed()[0]
+
+    @property
+    def event(self) -> h11.Request:
+        """The request as h11 read it."""
+        return self._parsed()[1]
 
     @property
     def head(self) -> bool:
         """Whether the request is a HEAD: its answer goes without a body."""
-        return self.event.method == b"HEAD"
+        return self.fast is None and self.event.method == b"HEAD"
 
 
 @attrs.frozen
 class _Agreement:
-    """The negotiation step's product: the 101 answer and what it agreed."""
+    """The negotiation step's product: the 101 answer, what it agreed, and
+    wsproto's connection for the open WebSocket."""
 
     data: bytes
     subprotocol: str | None
     deflate: DeflateExtension | None
+    connection: Connection
 
 
 async def _receive(stream: trio.abc.Stream) -> _Received | Refusal:
-    """Step 1, read the request. Refused: ``handshake_failed``, with nothing
-    to answer, when the client leaves first; ``bad_request`` (400, or 431
-    when too large) when h11 cannot parse it, logged at DEBUG."""
+    """Step 1, read the request: a plain upgrade whose head arrives in one
+    piece is read by the fast parser, anything else by h11. Refused:
+    ``handshake_failed``, with nothing to answer, when the client leaves
+    first; ``bad_request`` (400, or 431 when too large) when h11 cannot
+    parse it, logged at DEBUG."""
+    data = bytes(await stream.receive_some(READ_SIZE))
+    if not data:
+        return Refusal(Refused.HANDSHAKE_FAILED, None)
+    end = data.find(b"\r\n\r\n") + 4
+    if 4 <= end <= MAX_REQUEST_HEAD:
+        fast = parse_upgrade(data[:end])
+        if fast is not None:
+            return _Received(data[end:], fast=fast, head_data=data[:end])
     try:
-        conn, event, trailing = await _read_request(stream)
+        conn, event, trailing = await _read_request(stream, data)
     except _ClientLeft:
         return Refusal(Refused.HANDSHAKE_FAILED, None)
     except h11.RemoteProtocolError as exc:
         logger.debug("bad HTTP request: %s", exc)
         status = _client_error_status(exc.error_status_hint)
         return Refusal(Refused.BAD_REQUEST, _error(status, str(exc)))
-    return _Received(conn, event, trailing)
+    return _Received(trailing, h11_parsed=(conn, event))
 
 
 def _screen(request: Request, policy: HandshakePolicy) -> Refusal | None:
@@ -408,24 +451,48 @@ def _negotiate(
             )
         )
     except (ValueError, ProtocolError, h11.LocalProtocolError):
-        logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
-        return Refusal(Refused.REJECTED, _error(500, "the server failed to accept the upgrade"))
-    return _Agreement(data, subprotocol, deflate)
+        return _cannot_accept(request)
+    assert wsconn.connection is not None
+    return _Agreement(data, subprotocol, deflate, wsconn.connection)
+
+
+def _cannot_accept(request: Request) -> Refusal:
+    logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
+    return Refusal(Refused.REJECTED, _error(500, "the server failed to accept the upgrade"))
+
+
+def _negotiate_fast(
+    fast: UpgradeHead, request: Request, accept: Accept | None, policy: HandshakePolicy
+) -> _Agreement | Refusal:
+    """Step 5 on the fast path (an Accept without extra headers): as
+    ``_negotiate``, the 101 built by ``_wire.upgrade`` instead of wsproto."""
+    try:
+        subprotocol = _choose_subprotocol(request, accept, policy.subprotocols)
+        compression = policy.options.compression
+        deflate = None
+        agreed = None
+        if compression is not None and fast.extensions:
+            max_size = policy.options.max_message_size
+            deflate = compression.extension(client=False, max_message_size=max_size)
+            agreed = agree_extensions(fast.extensions, [deflate])
+        data = accept_response(fast.key, subprotocol, agreed)
+    except ValueError:
+        return _cannot_accept(request)
+    extensions: list[Extension] = [deflate] if deflate is not None else []
+    return _Agreement(data, subprotocol, deflate, Connection(ConnectionType.SERVER, extensions))
 
 
 async def _open(
     stream: trio.abc.Stream,
     received: _Received,
     request: Request,
-    wsconn: WSConnection,
     agreed: _Agreement,
     options: Options,
 ) -> WebSocket:
     """Step 6, send the 101 and build the open WebSocket, whose first input
     is whatever the client sent after its request head."""
     await stream.send_all(agreed.data)
-    assert wsconn.connection is not None
-    protocol = Protocol(wsconn.connection, options.max_message_size, agreed.deflate)
+    protocol = Protocol(agreed.connection, options.max_message_size, agreed.deflate)
     return WebSocket(
         stream,
         protocol,
@@ -441,21 +508,26 @@ async def _upgrade(
 ) -> WebSocket | Refusal:
     """Steps 2 to 6 on a request that was read: the open WebSocket, or the
     first step's refusal."""
-    request = _request_of(received.event)
+    request = _request_of(received)
     refusal = _screen(request, policy)
     if refusal is not None:
         return refusal
     processed = await _process(request, policy.process_request)
-    decision = _decide(request, received.event.http_version, processed)
+    fast = received.fast
+    decision = _decide(request, b"1.1" if fast else received.event.http_version, processed)
     if isinstance(decision, Refusal):
         return decision
-    wsconn = _start_upgrade(received.event)
-    if isinstance(wsconn, Refusal):
-        return wsconn
-    agreed = _negotiate(wsconn, request, decision, policy)
+    agreed: _Agreement | Refusal
+    if fast is not None and (decision is None or not decision.headers):
+        agreed = _negotiate_fast(fast, request, decision, policy)
+    else:
+        wsconn = _start_upgrade(received.event)
+        if isinstance(wsconn, Refusal):
+            return wsconn
+        agreed = _negotiate(wsconn, request, decision, policy)
     if isinstance(agreed, Refusal):
         return agreed
-    return await _open(stream, received, request, wsconn, agreed, policy.options)
+    return await _open(stream, received, request, agreed, policy.options)
 
 
 async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> WebSocket | str:

@@ -67,10 +67,11 @@ MERGE_BELOW = 4096
 PLAIN = ("plain",)
 
 
-def deflate_key(bits: int, level: int, memory_level: int, min_size: int) -> Hashable:
+def deflate_key(bits: int, level: int, memory_level: int, min_size: int, skip: bool) -> Hashable:
     """The frame key of server connections that compress without keeping a
-    context: those with equal settings frame a message into equal bytes."""
-    return ("deflate", bits, level, memory_level, min_size)
+    context: those with equal settings (``skip``: skip_incompressible) frame
+    a message into equal bytes."""
+    return ("deflate", bits, level, memory_level, min_size, skip)
 
 
 class Protocol:
@@ -465,7 +466,8 @@ class Protocol:
         frame_size: int | None = None,
     ) -> bytes | list[bytes]:
         """Frame a whole message (compressed when the extension is in use,
-        ``compress`` is true and the message is not tiny): one frame, or a
+        ``compress`` is true, the message is not tiny and, if binary, looks
+        compressible: see ``Deflate.skip_incompressible``): one frame, or a
         list of frames of at most ``frame_size`` bytes (characters of text)
         each. Raise TypeError for other types and LocalProtocolError when the
         connection is no longer open."""
@@ -478,7 +480,7 @@ class Protocol:
                 or not compress
                 or (
                     isinstance(message, (str, bytes, bytearray, memoryview))
-                    and len(message) < ext.settings.min_size
+                    and ext.leaves_uncompressed(message)
                 )
             )
         ):
@@ -513,7 +515,7 @@ class Protocol:
                 f"a WebSocket message is str (text) or bytes-like (binary), not "
                 f"{type(message).__name__}"
             )
-        if ext is not None and (not compress or len(message) < ext.settings.min_size):
+        if ext is not None and (not compress or ext.leaves_uncompressed(message)):
             ext.skip_next = True
         return self._send(event)
 
@@ -589,10 +591,9 @@ class Protocol:
             return PLAIN
         if not ext.server_no_context_takeover:
             return None
-        settings = ext.settings
-        return deflate_key(
-            ext.server_max_window_bits, settings.level, settings.memory_level, settings.min_size
-        )
+        s = ext.settings
+        bits = ext.server_max_window_bits
+        return deflate_key(bits, s.level, s.memory_level, s.min_size, s.skip_incompressible)
 
     @property
     def compressor_keeps_context(self) -> bool:
