@@ -22,14 +22,14 @@ import pytest
 import trio
 from conftest import Recorder, echo, start_server, url_of
 from rawpeer import BINARY, RawClient, frame
-from wsproto.connection import Connection, ConnectionType
+from test_deflate_fast_paths import _bytes, _pair
 from wsproto.extensions import PerMessageDeflate
 
 import trio_ws
 from trio_ws._conn.delivery import Framings
 from trio_ws._test_hooks import negotiated_deflate
 from trio_ws._wire.deflate import SAMPLE_FROM, worth_deflating
-from trio_ws._wire.protocol import Protocol, deflate_key
+from trio_ws._wire.protocol import deflate_key
 
 _RNG = random.Random(2024)
 WORDS = (  # noqa: SIM905 - a sentence's words
@@ -106,25 +106,6 @@ COMPRESSIBLE = {
     "int32 counters": COUNTERS,
     "binary records": RECORDS,
 }
-
-
-def _bytes(frames: Any) -> bytes:
-    return b"".join(map(bytes, frames)) if isinstance(frames, list) else bytes(frames)
-
-
-def _pair(
-    server: trio_ws.Deflate | None = None, client: trio_ws.Deflate | None = None
-) -> tuple[Protocol, Protocol]:
-    """A client and a server protocol that negotiated permessage-deflate."""
-    server_ext = (server or trio_ws.Deflate()).extension(client=False, max_message_size=None)
-    response = server_ext.accept("permessage-deflate; client_max_window_bits")
-    assert isinstance(response, str)
-    client_ext = (client or trio_ws.Deflate()).extension(client=True, max_message_size=None)
-    client_ext.finalize(f"permessage-deflate; {response}")
-    return (
-        Protocol(Connection(ConnectionType.CLIENT, [client_ext]), None, client_ext),
-        Protocol(Connection(ConnectionType.SERVER, [server_ext]), None, server_ext),
-    )
 
 
 # -- the sample ------------------------------------------------------------------
