@@ -43,6 +43,11 @@ class Child:
         )
         self._buffer = b""
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return self._proc.pid
+
     def send(self, command: dict[str, Any]) -> None:
         assert self._proc.stdin is not None
         try:

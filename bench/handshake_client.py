@@ -11,7 +11,7 @@ no WebSocket library, so the client costs the same whichever server it meets.
 Started by ``handshake.py``, not by hand: commands on stdin, one JSON object
 per line (see ``control``)::
 
-    {"cmd": "run", "port": P, "count": N, "concurrency": C}
+    {"cmd": "run", "port": P, "count": N, "concurrency": C, "path": "/" (optional)}
     -> {"ns": elapsed, "abrupt": connections ended without a close frame}
 """
 
@@ -29,9 +29,9 @@ import control
 CLOSE_1000 = b"\x88\x82\x00\x00\x00\x00\x03\xe8"
 
 
-def _request(port: int) -> bytes:
+def _request(port: int, path: str = "/") -> bytes:
     return (
-        "GET / HTTP/1.1\r\n"
+        f"GET {path} HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
@@ -52,11 +52,13 @@ class Conn:
         self.buffer = b""
 
 
-def run(port: int, count: int, concurrency: int, timeout: float = 60.0) -> tuple[int, int]:
+def run(
+    port: int, count: int, concurrency: int, timeout: float = 60.0, path: str = "/"
+) -> tuple[int, int]:
     """Open and close ``count`` connections, ``concurrency`` at a time; the
     elapsed nanoseconds, and how many connections the server ended without
     a close frame."""
-    request = _request(port)
+    request = _request(port, path)
     address = ("127.0.0.1", port)
     selector = selectors.DefaultSelector()
     started = done = abrupt = 0
@@ -126,7 +128,12 @@ def main() -> None:
             return
         if command["cmd"] != "run":
             raise ValueError(f"unknown command {command!r}")
-        ns, abrupt = run(command["port"], command["count"], command["concurrency"])
+        ns, abrupt = run(
+            command["port"],
+            command["count"],
+            command["concurrency"],
+            path=command.get("path", "/"),
+        )
         control.answer({"ns": ns, "abrupt": abrupt})
 
 

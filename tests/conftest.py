@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,12 @@ import trio
 from redis_server import RedisServer, redis_binary
 
 import trio_ws
+
+#: For the interoperability tests with websockets.trio, new in websockets 17,
+#: which needs Python 3.11 (pyproject.toml installs websockets 16 on 3.10).
+needs_websockets_trio = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="websockets.trio (websockets 17) needs Python 3.11+"
+)
 
 
 async def echo(ws: trio_ws.WebSocket) -> None:

@@ -1,15 +1,20 @@
-"""The chat demo (examples/chat/): its protocol with real clients, its input
-checks, its page and metrics over plain HTTP, the terminal client, the
-command line, and the page in a real headless browser."""
+"""The chat demo (trio_ws/demo/chat/, run by examples/chat/): its protocol
+with real clients, its input checks, its page and metrics over plain HTTP,
+the terminal client, the command line, the page in a real headless browser,
+and the demo's files in the wheel."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import queue
 import re
+import shlex
 import signal
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +25,14 @@ from processes import Background
 from server_helpers import http_exchange
 
 import trio_ws
-from trio_ws._cli import chat_module
 from trio_ws._test_hooks import socket_of
+from trio_ws.demo.chat import client as client_module
+from trio_ws.demo.chat import server as chat
+from trio_ws.demo.command_line import trio_ws_command
 
 ROOT = Path(__file__).resolve().parent.parent
-chat = chat_module("server")
-client_module = chat_module("client")
+#: The chat demo's code and page, in the package.
+DEMO = ROOT / "trio_ws" / "demo" / "chat"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -120,12 +127,12 @@ async def test_bad_input_gets_an_error_or_a_close(nursery: trio.Nursery) -> None
         error: str = message["error"]
         return error
 
-    assert await error_for("{not json") == "not JSON"
-    assert await error_for("[1, 2]") == "a message is a JSON object with a 'type'"
-    assert await error_for('{"type": "shout"}') == (
-        "unknown message type 'shout': use join, chat or leave"
+    assert (await error_for("{not json")).startswith("not JSON")
+    assert await error_for("[1, 2]") == "expected a JSON object, not list"
+    assert await error_for('{"type": "shout"}') == "unknown type 'shout'"
+    assert await error_for('{"type": "chat", "room": "lobby", "text": 5}') == (
+        "chat.text: expected str"
     )
-    assert "binary" in await error_for(b"\x00\x01")
     too_long = json.dumps({"type": "join", "room": "lobby", "name": "x" * 33})
     assert await error_for(too_long) == "a name is 1 to 32 characters"
     assert "control characters" in await error_for(
@@ -156,7 +163,8 @@ async def test_bad_input_gets_an_error_or_a_close(nursery: trio.Nursery) -> None
         return error
 
     assert "already in" in await error_for_ann(type="join", room="lobby", name="ann")
-    assert "some 'text'" in await error_for_ann(type="chat", room="lobby")
+    assert "chat.text: required field missing" in await error_for_ann(type="chat", room="lobby")
+    assert "some 'text'" in await error_for_ann(type="chat", room="lobby", text=" ")
     assert "at most 2000" in await error_for_ann(type="chat", room="lobby", text="x" * 2001)
     assert "not in" in await error_for_ann(type="leave", room="games")
     for i in range(chat.MAX_ROOMS - 1):
@@ -198,7 +206,8 @@ async def test_without_an_answer_from_redis_the_names_are_this_process(
         assert taken == {"type": "error", "error": "the name 'ann' is taken in 'lobby'"}
         assert (await bob.join("lobby", "bob"))["members"] == ["ann", "bob"]
         nursery.cancel_scope.cancel()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "chat"]
+    warnings = [r.getMessage() for r in caplog.records if "Redis" in r.getMessage()]
+    assert {r.name for r in caplog.records if "Redis" in r.getMessage()} == {"trio_ws"}
     said = (
         "no answer from Redis (Redis did not answer within 1 s): "
         "names in 'lobby' are this process's"
@@ -236,7 +245,13 @@ def test_parse_checks_every_field() -> None:
     assert chat.parse('{"type": "join", "room": "été", "name": " ann "}') == chat.Join(
         "été", "ann"
     )
-    for raw in ('{"type": "leave"}', '{"type": "leave", "room": 3}', '{"room": "x"}', "null"):
+    for raw in (
+        '{"type": "leave"}',
+        '{"type": "leave", "room": 3}',
+        '{"room": "x"}',
+        '{"type": "leave", "room": "x", "extra": 1}',
+        "null",
+    ):
         with pytest.raises(chat.BadMessage):
             chat.parse(raw)
 
@@ -248,7 +263,7 @@ async def test_page_metrics_and_origins_over_http(nursery: trio.Nursery) -> None
     head, _, body = page.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"Content-Type: text/html; charset=utf-8" in head
-    assert body == (ROOT / "examples" / "chat" / "index.html").read_bytes()
+    assert body == (DEMO / "index.html").read_bytes()
     assert b"<script src" not in body  # one page, nothing loaded from elsewhere
     assert b"http" not in body.split(b"<script>")[1].replace(b"https:", b"")
     missing = await http_exchange(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -301,10 +316,11 @@ async def test_terminal_client_in_process(nursery: trio.Nursery) -> None:
             pass
 
     out = Output()
-    status: list[int] = []
+    done = trio.Event()
 
     async def run_client() -> None:
-        status.append(await client_module.chat(url, "zed", "lobby", lines.get, out))
+        await client_module.chat(url, "zed", "lobby", lines.get, out)
+        done.set()
 
     nursery.start_soon(run_client)
     assert await bob.next() == {"type": "joined", "room": "lobby", "name": "zed"}
@@ -312,19 +328,26 @@ async def test_terminal_client_in_process(nursery: trio.Nursery) -> None:
     assert (await bob.next())["text"] == "hello from the terminal"
     await bob.send(type="chat", room="lobby", text="hi zed")
     assert (await bob.next())["text"] == "hi zed"
+    # Unknown commands, and commands without their room, are answered
+    # locally: nothing is sent. "//" sends a message that starts with "/".
+    lines.put("/shrug\n")
+    lines.put("/join\n")
+    lines.put("//shrug\n")
+    assert (await bob.next())["text"] == "/shrug"
     lines.put("/join games\n")
     lines.put("/leave lobby\n")
     assert await bob.next() == {"type": "left", "room": "lobby", "name": "zed"}
     lines.put("in games\n")
     lines.put("/quit\n")
     with trio.fail_after(5):
-        while not status:
-            await trio.testing.wait_all_tasks_blocked()
-    assert status == [0]
+        await done.wait()
     shown = out.text.splitlines()
     assert shown[0] == "* you joined #lobby as zed; here: bob, zed"
     assert "[#lobby] zed: hello from the terminal" in shown
     assert "[#lobby] bob: hi zed" in shown
+    assert f"! unknown command /shrug; commands: {client_module.COMMANDS}" in shown
+    assert "! /join needs a room: /join ROOM" in shown
+    assert "[#lobby] zed: /shrug" in shown
     assert "* you joined #games as zed; here: zed" in shown
     assert "* zed left #lobby" in shown
     assert "[#games] zed: in games" in shown
@@ -343,22 +366,24 @@ async def test_terminal_client_cannot_connect() -> None:
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         url = f"ws://127.0.0.1:{port}/"
-        status = await client_module.chat(url, "x", "lobby", lambda: "", sys.stdout)
-    assert status == 1
+        with pytest.raises(trio_ws.ConnectFailed):
+            await client_module.chat(url, "x", "lobby", lambda: "", sys.stdout)
 
 
 # -- the command line --------------------------------------------------------------
 
 
-def start_program(*args: str) -> Background:
+def start_program(*args: str, cwd: Path) -> Background:
     """``python -m trio_ws ARGS`` in the background: lines in, lines out."""
-    return Background([sys.executable, "-m", "trio_ws", *args], stdin=True, cwd=ROOT)
+    return Background([sys.executable, "-m", "trio_ws", *args], stdin=True, cwd=cwd)
 
 
-def test_chat_and_chat_client_from_the_command_line() -> None:
+def test_chat_and_chat_client_from_the_command_line(tmp_path: Path) -> None:
+    """From a directory that is not the checkout: the demo is in the package.
+    The command the server prints to join from a terminal works as printed."""
     programs: list[Background] = []
     try:
-        server = start_program("chat", "--port", "0")
+        server = start_program("chat", "--port", "0", cwd=tmp_path)
         programs.append(server)
         match = re.fullmatch(
             r"chat server on http://127\.0\.0\.1:(\d+)/ \(Ctrl-C to stop\)\n", server.readline()
@@ -366,12 +391,16 @@ def test_chat_and_chat_client_from_the_command_line() -> None:
         assert match
         url = f"ws://127.0.0.1:{match[1]}/"
         assert server.readline() == "open that page in a browser, or join from a terminal:\n"
-        assert server.readline() == f"  python -m trio_ws chat-client {url} --name YOUR_NAME\n"
+        join = trio_ws_command("chat-client", url, "--name", "YOUR_NAME")
+        assert server.readline() == f"  {join}\n"
+        assert " python " not in f" {join} "  # never a bare python: the venv may not be active
 
-        bob = start_program("chat-client", url, "--name", "bob")
+        # The printed command, as a shell would run it, from yet another directory.
+        argv = shlex.split(join.replace("YOUR_NAME", "bob"))
+        bob = Background(argv, stdin=True, cwd=Path("/"))
         programs.append(bob)
         assert bob.readline() == "* you joined #lobby as bob; here: bob\n"
-        zed = start_program("chat-client", url, "--name", "zed", "--room", "lobby")
+        zed = start_program("chat-client", url, "--name", "zed", "--room", "lobby", cwd=tmp_path)
         programs.append(zed)
         assert zed.readline() == "* you joined #lobby as zed; here: bob, zed\n"
         assert bob.readline() == "* zed joined #lobby\n"
@@ -386,10 +415,9 @@ def test_chat_and_chat_client_from_the_command_line() -> None:
         )
         assert bob.readline() == "* zed left #lobby\n"
 
-        server.proc.send_signal(signal.SIGINT)
+        server.proc.send_signal(signal.SIGINT)  # Ctrl-C
         status, out, err = server.wait()
-        assert (status, out) == (0, "stopping\n"), err
-        assert "Traceback" not in err
+        assert (status, out, err) == (0, "stopped\n", "")
         # The server's shutdown closed bob's connection with 1001.
         status, out, err = bob.wait()
         assert status == 0, err
@@ -405,39 +433,90 @@ def test_chat_and_chat_client_from_the_command_line() -> None:
 def test_main_dispatches_chat_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     from trio_ws import _cli
 
-    assert _cli.chat_module("server") is chat  # loaded once
-    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    assert _cli.chat_module("server") is chat
+    assert _cli.chat_module("client") is client_module
+    calls: list[tuple[str, tuple[object, ...]]] = []
 
     class Fake:
         def __init__(self, name: str) -> None:
             self.name = name
+            self.main = self
 
-        def run(self, argv: list[str], **kwargs: str) -> int:
-            calls.append((self.name, argv, kwargs))
+        def run(self, argv: list[str]) -> int:
+            calls.append((self.name, tuple(argv)))
             return 0
 
     monkeypatch.setattr(_cli, "chat_module", Fake)
+    monkeypatch.setattr(_cli.trio, "run", lambda fn, *args: calls.append((fn.name, args)))
     assert _cli.main(["chat", "--port", "0"]) == 0
     assert _cli.main(["chat-client", "ws://h:1/", "--name", "ann"]) == 0
     assert calls == [
-        (
-            "server",
-            ["--host", "127.0.0.1", "--port", "0"],
-            {"client_command": "python -m trio_ws chat-client"},
-        ),
-        ("client", ["ws://h:1/", "--name", "ann", "--room", "lobby"], {}),
+        ("server", ("--host", "127.0.0.1", "--port", "0")),
+        ("client", ("ws://h:1/", "ann", "lobby")),
     ]
 
 
-def test_chat_module_outside_a_source_tree(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from trio_ws import _cli
+def test_the_page_is_read_as_package_data() -> None:
+    assert chat.PAGE.read_bytes() == (DEMO / "index.html").read_bytes()
+    assert not (ROOT / "examples" / "chat" / "index.html").exists()  # one copy
 
-    monkeypatch.setattr(_cli, "__file__", str(tmp_path / "trio_ws" / "_cli.py"))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="source checkout"):
-        _cli.chat_module("nothing")
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_demo(tmp_path: Path) -> None:
+    """A wheel built from the checkout holds the chat demo's modules and page,
+    and the trio-ws script. (The nox packaging session installs the wheel in
+    a fresh virtual environment and runs it.)"""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("trio_ws-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+        page = archive.read("trio_ws/demo/chat/index.html")
+    for path in (DEMO.parent.parent / "_cli.py", *DEMO.parent.rglob("*.py")):
+        assert path.relative_to(ROOT).as_posix() in names
+    assert page == (DEMO / "index.html").read_bytes()
+    assert "trio-ws = trio_ws._cli:main" in scripts
+
+
+def tutorial_program() -> str:
+    """The complete program at the top of docs/chat.md."""
+    text = (ROOT / "docs" / "chat.md").read_text(encoding="utf-8")
+    [program] = [
+        body
+        for body in re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        if "trio.run(" in body
+    ]
+    return program
+
+
+def test_the_tutorial_program_fails_clearly_when_the_server_cannot_start(
+    tmp_path: Path,
+) -> None:
+    """docs/chat.md's program runs in test_docs.py; here its server cannot
+    start (a port out of range), and the program says so instead of
+    waiting for a banner that never comes."""
+    program = tutorial_program()
+    assert '"--port", "0"' in program
+    script = tmp_path / "program.py"
+    script.write_text(program.replace('"--port", "0"', '"--port", "99999"'), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "python -m trio_ws chat: error: argument --port: a port is 0 to 65535" in done.stderr
+    assert "the chat server exited without printing its address" in done.stderr
 
 
 # -- a real browser ----------------------------------------------------------------
@@ -503,12 +582,14 @@ async def test_the_page_in_a_headless_browser(nursery: trio.Nursery) -> None:
 
 
 def test_code_quoted_in_the_tutorial_is_the_real_code() -> None:
-    """docs/chat.md walks through examples/chat/ in excerpts: every python
+    """docs/chat.md walks through trio_ws/demo/chat/ in excerpts: every python
     block there that is not a complete program must appear verbatim in the
-    example's source."""
+    demo's source."""
     text = (ROOT / "docs" / "chat.md").read_text(encoding="utf-8")
     source = "\n".join(
-        path.read_text(encoding="utf-8") for path in sorted((ROOT / "examples" / "chat").iterdir())
+        path.read_text(encoding="utf-8")
+        for path in sorted(DEMO.iterdir())
+        if path.suffix in (".py", ".html")
     )
     excerpts = [
         body
@@ -517,4 +598,4 @@ def test_code_quoted_in_the_tutorial_is_the_real_code() -> None:
     ]
     assert excerpts
     for excerpt in excerpts:
-        assert excerpt in source, f"not in examples/chat/:\n{excerpt}"
+        assert excerpt in source, f"not in trio_ws/demo/chat/:\n{excerpt}"

@@ -591,6 +591,8 @@ async def test_idle_connections_stay_small(
     per_pair = grown / count / 1024
     if sys.gettrace() is not None:
         bound *= 1.2  # coverage's tracer keeps data for each suspended frame
+    if sys.version_info < (3, 11):
+        bound *= 1.3  # 3.10's suspended frames are whole frame objects: 35 KiB here, not 26
     assert per_pair < bound, f"{per_pair:.1f} KiB per idle connection (client and server)"
     for ws in warm + clients:
         await ws.aclose()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Recorder, echo, start_server, url_of
+from conftest import Recorder, echo, needs_websockets_trio, start_server, url_of
 from rawpeer import BINARY, TEXT, RawClient, frame
 from wsproto.extensions import PerMessageDeflate
 
@@ -157,6 +157,7 @@ async def test_broadcast_is_compressed_once_for_a_group(
     assert compressed.pop() < remotes[3].stats().traffic.bytes_out
 
 
+@needs_websockets_trio
 async def test_websockets_client_against_our_server(nursery: trio.Nursery) -> None:
     from websockets.trio.client import connect
 
@@ -170,6 +171,7 @@ async def test_websockets_client_against_our_server(nursery: trio.Nursery) -> No
             assert await ws.recv() == TEXT_MESSAGE + "second fragment"
 
 
+@needs_websockets_trio
 async def test_our_client_against_websockets_server(nursery: trio.Nursery) -> None:
     from websockets.trio.server import serve
 

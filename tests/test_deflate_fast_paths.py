@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Recorder, start_server, url_of
+from conftest import Recorder, needs_websockets_trio, start_server, url_of
 from wsproto import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 
@@ -159,6 +159,7 @@ def test_inflating_stops_where_the_callers_room_ends() -> None:
     assert not server.backlog
 
 
+@needs_websockets_trio
 async def test_websockets_reads_uncompressed_messages_between_compressed(
     nursery: trio.Nursery,
 ) -> None:
@@ -189,6 +190,7 @@ async def test_websockets_reads_uncompressed_messages_between_compressed(
             assert await ws.recv() == message
 
 
+@needs_websockets_trio
 async def test_websockets_server_reads_our_small_and_compressed_messages(
     nursery: trio.Nursery,
 ) -> None:

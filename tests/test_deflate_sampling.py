@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Recorder, echo, start_server, url_of
+from conftest import Recorder, echo, needs_websockets_trio, start_server, url_of
 from rawpeer import BINARY, RawClient, frame
 from test_deflate_fast_paths import _bytes, _pair
 from wsproto.extensions import PerMessageDeflate
@@ -418,6 +418,7 @@ async def test_websockets_asyncio_both_ways(nursery: trio.Nursery) -> None:
         await trio.to_thread.run_sync(thread.join)
 
 
+@needs_websockets_trio
 async def test_websockets_trio_both_ways(nursery: trio.Nursery) -> None:
     from websockets.trio.client import connect
     from websockets.trio.server import serve

@@ -18,6 +18,7 @@ import trio
 from processes import ENV, TIMEOUT, Background
 
 import trio_ws
+from trio_ws.demo.command_line import trio_ws_command
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -72,10 +73,11 @@ def refused_port() -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-#: The chat demo's files (examples/chat/), tested in test_chat.py: the
-#: protocol with real clients, the terminal client in-process and from the
-#: command line, the page over HTTP and in a headless browser.
-CHAT_TESTED = {"server.py", "client.py", "index.html"}
+#: The chat demo's programs (examples/chat/), which run its code in the
+#: package (trio_ws/demo/chat/, tested in test_chat.py: the protocol with
+#: real clients, the terminal client in-process and from the command line,
+#: the page over HTTP and in a headless browser).
+CHAT_TESTED = {"server.py", "client.py"}
 
 
 def test_every_example_is_tested() -> None:
@@ -299,7 +301,8 @@ def test_chat_server_and_client_run_as_programs(background: list[Background]) ->
     assert banner
     assert server.readline() == "open that page in a browser, or join from a terminal:\n"
     url = f"ws://127.0.0.1:{banner[1]}/"
-    assert server.readline() == f"  python examples/chat/client.py {url} --name YOUR_NAME\n"
+    join = trio_ws_command("chat-client", url, "--name", "YOUR_NAME")
+    assert server.readline() == f"  {join}\n"
     assert http_get(int(banner[1]), "/").startswith(b"HTTP/1.1 200 OK\r\n")
 
     client = start_example("chat/client.py", url, "--name", "zed", "--room", "den", stdin=True)
@@ -315,4 +318,12 @@ def test_chat_server_and_client_run_as_programs(background: list[Background]) ->
     server.proc.send_signal(signal.SIGINT)
     status, out, err = server.wait()
     assert status == 0, err
-    assert out == "stopping\n"
+    assert out == "stopped\n"
+
+    # The same one-line errors as python -m trio_ws chat and chat-client.
+    sock, refused = refused_port()
+    with sock:
+        result = run("chat/client.py", f"ws://127.0.0.1:{refused}/", "--name", "zed")
+    assert result.returncode == 4
+    assert result.stderr.startswith("python -m trio_ws chat-client: error: cannot connect to ")
+    assert result.stderr.count("\n") == 1

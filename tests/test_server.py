@@ -538,3 +538,9 @@ async def test_serve_checks_its_arguments_before_binding(nursery: trio.Nursery) 
     with pytest.raises(TypeError):
         await trio_ws.serve(echo, "127.0.0.1", busy.port, no_such_option=1)
     assert open_fds() == fds_before
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999, "80", True])
+async def test_a_port_out_of_range_is_refused_before_binding(port: object) -> None:
+    with pytest.raises(ValueError, match="port must be an integer from 0 to 65535"):
+        await trio_ws.serve(echo, "127.0.0.1", port)  # type: ignore[arg-type]

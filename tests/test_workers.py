@@ -26,6 +26,7 @@ import trio_ws
 from trio_ws import _cli
 from trio_ws._cluster import worker as worker_module
 from trio_ws._cluster import workers as workers_module
+from trio_ws.demo.command_line import trio_ws_command
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A worker: the chat demo, without Redis (each worker has rooms of its own).
@@ -394,7 +395,8 @@ async def test_the_chat_with_two_workers_on_redis(
         assert banner
         url = f"ws://127.0.0.1:{banner[1]}/"
         assert chat.readline() == "open that page in a browser, or join from a terminal:\n"
-        assert chat.readline() == f"  python -m trio_ws chat-client {url} --name YOUR_NAME\n"
+        command = trio_ws_command("chat-client", url, "--name", "YOUR_NAME")
+        assert chat.readline() == f"  {command}\n"
 
         async def connect_to(pid: int) -> trio_ws.WebSocket:
             """A connection that worker ``pid`` took."""

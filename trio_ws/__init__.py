@@ -4,6 +4,8 @@ from ._app.hub import Hub, HubStats, Member, open_hub
 from ._app.metrics import PrometheusMetrics
 from ._app.pool import ConnectionPool, open_pool
 from ._app.reconnect import Backoff, Reconnecting, reconnect
+from ._app.router import Converter, Router
+from ._app.typed import InvalidMessage, MessageCodec, TypedWebSocket, typed
 from ._cluster.backplane import BackplaneError, BackplaneStats, ClusterMember, RedisBackplane
 from ._cluster.worker import Worker, current_worker
 from ._cluster.workers import WorkerCrashLoop, Workers, open_workers, run_workers
@@ -25,7 +27,7 @@ from ._errors import (
     WebSocketError,
 )
 from ._http import Accept, Headers, Request, Response
-from ._options import Options
+from ._options import ConnectionOptions, Options
 from ._stats import ConnectionStats, ServerStats, Traffic
 from ._wire.close import CloseCode, CloseInfo
 from ._wire.deflate import Deflate
@@ -42,9 +44,11 @@ __all__ = [
     "ClusterMember",
     "ConnectFailed",
     "ConnectionClosed",
+    "ConnectionOptions",
     "ConnectionPool",
     "ConnectionRejected",
     "ConnectionStats",
+    "Converter",
     "Deflate",
     "Handler",
     "HandshakeError",
@@ -53,8 +57,10 @@ __all__ = [
     "Hub",
     "HubStats",
     "InvalidHandshake",
+    "InvalidMessage",
     "InvalidURL",
     "Member",
+    "MessageCodec",
     "MessageStream",
     "Options",
     "PoolTimeout",
@@ -64,10 +70,12 @@ __all__ = [
     "RedisBackplane",
     "Request",
     "Response",
+    "Router",
     "Server",
     "ServerStats",
     "TLSError",
     "Traffic",
+    "TypedWebSocket",
     "WebSocket",
     "WebSocketError",
     "Worker",
@@ -84,4 +92,5 @@ __all__ = [
     "serve",
     "serve_listeners",
     "start_connection",
+    "typed",
 ]

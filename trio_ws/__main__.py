@@ -1,4 +1,5 @@
-"""``python -m trio_ws chat | chat-client URL | serve | connect URL | demo``."""
+"""``python -m trio_ws COMMAND``: chat, chat-client, serve, connect or demo
+(see ``python -m trio_ws --help``)."""
 
 from ._cli import main
 

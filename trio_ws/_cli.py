@@ -1,203 +1,133 @@
-"""``python -m trio_ws``: a chat demo, an echo server, an interactive client, and a demo."""
+"""The command line, ``python -m trio_ws`` or ``trio-ws``: its arguments,
+and how its commands end -- Ctrl-C, and a one-line error with an exit status
+of its own for every failure a user can expect. The programs it runs are in
+:mod:`trio_ws.demo`."""
 
 from __future__ import annotations
 
 import argparse
+import enum
+import errno
 import functools
-import importlib.util
+import importlib
 import logging
+import signal
+import socket
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from types import ModuleType
+from typing import NoReturn
 
 import trio
 
 from ._cluster.backplane import BackplaneError
 from ._cluster.workers import WorkerCrashLoop, Workers, run_workers
-from ._conn.connection import WebSocket
-from ._endpoints.client import connect
-from ._endpoints.server import Server, serve
-from ._errors import ConnectionClosed, HandshakeError, consists_of
-from ._wire.close import CloseCode
+from ._errors import (
+    ConnectionRejected,
+    HandshakeError,
+    InvalidHandshake,
+    InvalidURL,
+)
+from .demo.command_line import port_number, trio_ws_command
+from .demo.echo import run_client, run_demo, run_server
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["main"]
+__all__ = ["ExitStatus", "main"]
 
 
-async def echo(ws: WebSocket) -> None:
-    """Send every message back to where it came from."""
-    async for message in ws:
-        await ws.send(message)
+@enum.unique
+class ExitStatus(enum.IntEnum):
+    """The exit status of ``python -m trio_ws``, one for each kind of failure."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INVALID_URL = 3
+    CANNOT_CONNECT = 4
+    REJECTED = 5
+    ADDRESS_IN_USE = 6
+    PERMISSION_DENIED = 7
+    CANNOT_LISTEN = 8
 
 
-def _show(message: str | bytes) -> str:
-    if isinstance(message, str):
-        return message
-    return f"<{len(message)} bytes: {message[:32].hex()}{'...' if len(message) > 32 else ''}>"
+#: What each exit status means, as ``--help`` and docs/cli.md say it.
+EXIT_STATUS_MEANING = {
+    ExitStatus.OK: "success, or stopped with Ctrl-C",
+    ExitStatus.FAILED: "failed while running (Redis unreachable, workers crashing)",
+    ExitStatus.USAGE: "bad arguments",
+    ExitStatus.INVALID_URL: "not a ws:// or wss:// URL",
+    ExitStatus.CANNOT_CONNECT: "cannot connect (refused, unreachable, unknown host, timeout, TLS)",
+    ExitStatus.REJECTED: "the server refused the WebSocket handshake",
+    ExitStatus.ADDRESS_IN_USE: "cannot listen: the address is already in use",
+    ExitStatus.PERMISSION_DENIED: "cannot listen: permission denied (a port below 1024)",
+    ExitStatus.CANNOT_LISTEN: "cannot listen on that address (not this machine's, unknown)",
+}
+
+#: The commands that listen: their OSErrors are about --host and --port.
+LISTENING = ("chat", "serve")
 
 
-# -- serve -------------------------------------------------------------------
+class UsageError(Exception):
+    """Bad arguments: one line, ``PROG COMMAND: error: WHAT``, exit status 2."""
 
 
-async def run_server(
-    host: str,
-    port: int,
-    out: TextIO,
-    *,
-    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the echo server until cancelled (Ctrl-C)."""
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(functools.partial(serve, echo, host, port))
-        for bound in sorted(set(server.ports)):
-            shown = f"[{host}]" if ":" in host else host
-            print(f"echo server listening on ws://{shown}:{bound}/ (Ctrl-C to stop)", file=out)
-        out.flush()
-        task_status.started(server)
+def prog() -> str:
+    """How the user ran us: ``trio-ws``, or ``python -m trio_ws``."""
+    return "trio-ws" if Path(sys.argv[0]).stem == "trio-ws" else "python -m trio_ws"
 
 
-# -- connect -----------------------------------------------------------------
+# -- Ctrl-C -------------------------------------------------------------------
 
 
-async def run_client(url: str, read_line: Callable[[], str], out: TextIO) -> int:
-    """Send each line read with ``read_line`` and print what arrives, until end
-    of input (close with 1000) or until the server closes. Returns an exit status."""
-    try:
-        async with connect(url) as ws:
-            print(f"connected to {url}; type messages, Ctrl-D to close", file=out)
-            out.flush()
-            async with trio.open_nursery() as nursery:
+async def until_interrupted(command: Callable[[], Awaitable[object]]) -> None:
+    """Run ``command()`` until it returns; on Ctrl-C (SIGINT) or SIGTERM,
+    cancel it, which closes its connections with 1001 (going away), and say
+    "stopped". Every command ends this way: the chat demo's server and
+    client, which are programs of their own too, do the same themselves."""
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
 
-                async def printer() -> None:
-                    try:
-                        async for message in ws:
-                            print(f"< {_show(message)}", file=out)
-                            out.flush()
-                    except ConnectionClosed:
-                        pass
+            async def stop_on_signal() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
                     nursery.cancel_scope.cancel()
+                    return
 
-                nursery.start_soon(printer)
-                while True:
-                    line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
-                    if not line:
-                        break
-                    await ws.send(line.rstrip("\n"))
-                await ws.aclose(CloseCode.NORMAL_CLOSURE)
-    except HandshakeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionClosed:
-        pass
-    print(f"closed: {ws.close_info}", file=out)
-    return 0
+            nursery.start_soon(stop_on_signal)
+            await command()
+            nursery.cancel_scope.cancel()
+    if interrupted:
+        print("stopped", flush=True)
 
 
-# -- demo --------------------------------------------------------------------
+# -- chat and chat-client -------------------------------------------------------
 
 
-async def run_demo(out: TextIO) -> None:
-    """Start an echo server, talk to it, and show the main features."""
-
-    def say(text: str) -> None:
-        print(text, file=out)
-        out.flush()
-
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(functools.partial(serve, echo, "127.0.0.1", 0))
-        url = f"ws://127.0.0.1:{server.port}/demo"
-        say(f"1. echo server started: {url}")
-        async with connect(url) as ws:
-            say(f"2. connected (connection #{ws.id})")
-            await ws.send("hello, trio_ws")
-            say(f"3. text echo: {await ws.receive()!r}")
-            await ws.send(bytes(range(8)))
-            say(f"4. binary echo: {await ws.receive()!r}")
-            await ws.send_json({"kind": "greeting", "n": 1})
-            say(f"5. JSON echo: {await ws.receive_json()!r}")
-            rtt = await ws.ping()
-            say(f"6. ping round trip: {rtt * 1e6:.0f} us")
-
-            # A timeout-safe receive loop: a slow producer, a receive that
-            # times out every 5 ms, and still every message, in order.
-            async def slow_producer() -> None:
-                for i in range(5):
-                    await ws.send(f"message {i}")
-                    await trio.sleep(0.02)
-
-            received: list[str | bytes] = []
-            timeouts = 0
-            nursery.start_soon(slow_producer)
-            while len(received) < 5:
-                with trio.move_on_after(0.005) as scope:
-                    received.append(await ws.receive())
-                timeouts += scope.cancelled_caught
-            say(f"7. receive loop with {timeouts} timeouts got every message: {received}")
-        say(f"8. closed: {ws.close_info}")
-        await server.aclose()
-        say("9. server stopped: every connection was closed with 1001 first")
-
-
-# -- chat and chat-client -----------------------------------------------------
-
-#: Where the chat demo's source lives: it is an example, readable as a
-#: tutorial (docs/chat.md), not a module of the installed package.
-CHAT_DIRECTORY = Path("examples") / "chat"
-
-
-def chat_module(name: str) -> Any:
-    """Load ``examples/chat/<name>.py`` from the source tree this package
-    comes from (or the current directory). Raises SystemExit with an
-    explanation when there is no such tree, as after installing from a wheel."""
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        path = base / CHAT_DIRECTORY / f"{name}.py"
-        if path.is_file():
-            break
-    else:
-        raise SystemExit(
-            f"the chat demo runs from a source checkout of trio_ws: {CHAT_DIRECTORY / name}.py "
-            "was not found next to the package or in the current directory"
-        )
-    module_name = f"trio_ws_chat_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def chat_module(name: str) -> ModuleType:
+    """The chat demo's ``server`` or ``client`` module (trio_ws.demo.chat.NAME),
+    imported when a chat command runs."""
+    return importlib.import_module(f"{__package__}.demo.chat.{name}")
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    """``python -m trio_ws chat``: one process, or ``--workers`` processes
-    sharing their rooms through ``--redis``. Returns the exit status."""
-    server = chat_module("server")  # fails early outside a source tree
+    """``chat``: one process, or ``--workers`` processes sharing their rooms
+    through ``--redis``. Returns the exit status."""
     if args.workers == 1:
         options = ["--host", args.host, "--port", str(args.port)]
         if args.redis is not None:
             options += ["--redis", args.redis]
-        try:
-            return int(server.run(options, client_command="python -m trio_ws chat-client"))
-        except BaseException as exc:
-            # Redis unreachable, or the redis extra missing: one line, no traceback.
-            if args.redis is None or not consists_of(exc, (BackplaneError, ImportError)):
-                raise
-            while isinstance(exc, BaseExceptionGroup):
-                exc = exc.exceptions[0]
-            print(f"python -m trio_ws chat: error: {exc}", file=sys.stderr)
-            return 1
+        return int(chat_module("server").run(options))
     if args.redis is None:
-        print(
-            f"python -m trio_ws chat: error: --workers {args.workers} needs --redis URL "
-            "(without Redis, each worker would have rooms of its own)",
-            file=sys.stderr,
+        raise UsageError(
+            f"{prog()} chat: error: --workers {args.workers} needs --redis URL "
+            "(without Redis, each worker would have rooms of its own)"
         )
-        return 2
     # Each worker is `python -m trio_ws chat --redis URL`, which serves the
     # supervisor's port when it finds itself started as a worker.
     command = [sys.executable, "-m", "trio_ws", *(["-v"] if args.verbose else [])]
@@ -208,36 +138,187 @@ def run_chat(args: argparse.Namespace) -> int:
         url = f"{shown}:{workers.port}/"
         print(f"chat server on http://{url} with {workers.count} workers (Ctrl-C to stop)")
         print("open that page in a browser, or join from a terminal:")
-        print(f"  python -m trio_ws chat-client ws://{url} --name YOUR_NAME", flush=True)
+        join = trio_ws_command("chat-client", f"ws://{url}", "--name", "YOUR_NAME")
+        print(f"  {join}", flush=True)
 
-    try:
-        run_workers(command, workers=args.workers, host=args.host, port=args.port, on_ready=banner)
-    except WorkerCrashLoop as exc:
-        print(f"python -m trio_ws chat: error: {exc}", file=sys.stderr)
-        return 1
+    run_workers(command, workers=args.workers, host=args.host, port=args.port, on_ready=banner)
     print("stopped", flush=True)
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def run_chat_client(args: argparse.Namespace) -> int:
+    trio.run(chat_module("client").main, args.url, args.name, args.room)
+    return 0
 
 
-# -- entry point -----------------------------------------------------------
+# -- serve, connect, demo -----------------------------------------------------------
+
+
+def run_echo_server(args: argparse.Namespace) -> int:
+    trio.run(until_interrupted, functools.partial(run_server, args.host, args.port, sys.stdout))
+    return 0
+
+
+def run_interactive_client(args: argparse.Namespace) -> int:
+    client = functools.partial(run_client, args.url, sys.stdin.readline, sys.stdout)
+    trio.run(until_interrupted, client)
+    return 0
+
+
+def run_tour(args: argparse.Namespace) -> int:
+    trio.run(until_interrupted, functools.partial(run_demo, sys.stdout))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "chat": run_chat,
+    "chat-client": run_chat_client,
+    "serve": run_echo_server,
+    "connect": run_interactive_client,
+    "demo": run_tour,
+}
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc``, out of the groups that nurseries put them in."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _cannot_listen(exc: OSError, args: argparse.Namespace) -> tuple[ExitStatus, str]:
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    where = f"cannot listen on {host}:{args.port}"
+    if isinstance(exc, socket.gaierror):
+        return ExitStatus.CANNOT_LISTEN, f"{where}: unknown host ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return ExitStatus.ADDRESS_IN_USE, (
+            f"{where}: the address is already in use (by another program?); "
+            "choose another --port, or --port 0 for a free one"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ExitStatus.CANNOT_LISTEN, f"{where}: {args.host} is not an address of this machine"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ExitStatus.PERMISSION_DENIED, (
+            f"{where}: permission denied (ports below 1024 need privileges); "
+            "choose a --port of 1024 or above"
+        )
+    return ExitStatus.CANNOT_LISTEN, f"{where}: {exc.strerror or exc}"
+
+
+def _explain_one(exc: BaseException, args: argparse.Namespace) -> tuple[ExitStatus, str] | None:
+    if isinstance(exc, InvalidURL):
+        return ExitStatus.INVALID_URL, str(exc)
+    if isinstance(exc, (ConnectionRejected, InvalidHandshake)):
+        return ExitStatus.REJECTED, str(exc)
+    if isinstance(exc, HandshakeError):
+        return ExitStatus.CANNOT_CONNECT, str(exc)
+    if isinstance(exc, (WorkerCrashLoop, BackplaneError)):
+        return ExitStatus.FAILED, str(exc)
+    if isinstance(exc, ImportError) and getattr(args, "redis", None) is not None:
+        return ExitStatus.FAILED, str(exc)  # it names the extra to install
+    if isinstance(exc, OSError) and args.command in LISTENING:
+        return _cannot_listen(exc, args)
+    return None
+
+
+def explain(exc: BaseException, args: argparse.Namespace) -> tuple[ExitStatus, str] | None:
+    """The exit status and the one line of error for a failure that a user
+    can expect, or None for one that is a bug (to be shown in full)."""
+    explained = []
+    for leaf in _leaves(exc):
+        found = _explain_one(leaf, args)
+        if found is None:
+            return None
+        explained.append(found)
+    status, message = explained[0]  # a group of expected failures: the first one
+    return status, f"{prog()} {args.command}: error: {' '.join(message.splitlines())}"
+
+
+# -- arguments -----------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr, not the usage and a line."""
+
+    def error(self, message: str) -> NoReturn:
+        if self.prog == prog():  # no command, or an unknown one
+            message += f"; see {prog()} --help"
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _epilog() -> str:
+    statuses = "\n".join(
+        f"  {status.value:<3} {meaning}" for status, meaning in EXIT_STATUS_MEANING.items()
+    )
+    return f"""\
+Ctrl-C (or SIGTERM) stops any command cleanly: open connections are closed
+with 1001 (going away), "stopped" is printed, and the exit status is 0.
+
+exit status:
+{statuses}
+A failure is one line on stderr ("COMMAND: error: ..."); -v also shows
+its traceback.
+
+examples:
+  {prog()} chat
+  {prog()} chat-client ws://127.0.0.1:8765/ --name ann
+  {prog()} serve --port 9000
+  {prog()} connect ws://127.0.0.1:9000/
+
+"{prog()} COMMAND --help" shows the options of a command."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trio_ws", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    commands = parser.add_subparsers(dest="command", required=True)
-    chat_cmd = commands.add_parser(
-        "chat", help="run the chat demo: rooms, a web page at /, terminal clients"
+    import trio_ws  # its __version__, however it is defined
+
+    parser = _Parser(
+        prog=prog(),
+        description="trio_ws's command line: a chat demo, an echo server, an interactive\n"
+        "WebSocket client, and a guided tour of the library.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"trio_ws {trio_ws.__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level; show errors' tracebacks"
+    )
+    # -v after the command too: `serve -v`; SUPPRESS keeps a -v given before it.
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log at INFO level; show errors' tracebacks",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            parents=[verbose],
+            epilog=f"Exit status: see {prog()} --help.",
+        )
+
+    chat_cmd = command(
+        "chat",
+        "the chat demo: rooms, a web page at /, terminal clients",
+        "Run the chat demo until Ctrl-C: rooms, its web page at http://HOST:PORT/, "
+        "and terminal clients (chat-client). It prints the page's address and the "
+        "command that joins from a terminal.",
     )
     chat_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    chat_cmd.add_argument("--port", type=int, default=8765, help="default: 8765; 0: a free port")
+    chat_cmd.add_argument(
+        "--port", type=port_number, default=8765, help="default: 8765; 0: a free port"
+    )
     chat_cmd.add_argument(
         "--redis", metavar="URL", help="share rooms through Redis (redis://host:port/db)"
     )
@@ -248,41 +329,77 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="serve the port with N processes (needs --redis); default: 1",
     )
-    client_cmd = commands.add_parser("chat-client", help="join a chat server from the terminal")
+    client_cmd = command(
+        "chat-client",
+        "join a chat server from the terminal",
+        "Join a chat server from the terminal: each line you type is said in the room "
+        "you joined last. Commands: /join ROOM, /leave ROOM, /quit; Ctrl-D also quits.",
+    )
     client_cmd.add_argument("url", help="the chat server's ws:// URL")
     client_cmd.add_argument("--name", required=True, help="your name in the chat")
     client_cmd.add_argument("--room", default="lobby", help="the room to join first (lobby)")
-    serve_cmd = commands.add_parser("serve", help="run an echo server")
+    serve_cmd = command(
+        "serve",
+        "run an echo server",
+        "Run a WebSocket echo server until Ctrl-C: every message comes back.",
+    )
     serve_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, default=8765, help="default: 8765")
-    connect_cmd = commands.add_parser(
-        "connect", help="interactive client: stdin lines are sent, messages printed"
+    serve_cmd.add_argument(
+        "--port", type=port_number, default=8765, help="default: 8765; 0: a free port"
+    )
+    connect_cmd = command(
+        "connect",
+        "interactive client: lines you type are sent, messages printed",
+        "Connect to a WebSocket server: each line you type is sent as a text message, "
+        "the messages that arrive are printed, Ctrl-D closes with 1000.",
     )
     connect_cmd.add_argument("url", help="ws:// or wss:// URL")
-    commands.add_parser("demo", help="start an echo server, talk to it, stop it")
+    command(
+        "demo",
+        "start an echo server, talk to it, stop it",
+        "A guided tour: start an echo server on a free port, exchange text, binary and "
+        "JSON messages with it, ping it, run a receive loop under timeouts, then stop.",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+# -- entry point -----------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return int(ExitStatus.USAGE)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        if args.command == "chat":
-            return run_chat(args)
-        if args.command == "chat-client":
-            client = chat_module("client")
-            return int(client.run([args.url, "--name", args.name, "--room", args.room]))
-        if args.command == "serve":
-            trio.run(run_server, args.host, args.port, sys.stdout)
-        elif args.command == "connect":
-            return trio.run(run_client, args.url, sys.stdin.readline, sys.stdout)
-        else:
-            trio.run(run_demo, sys.stdout)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return int(ExitStatus.USAGE)
     except BaseException as exc:
-        # Ctrl-C may arrive wrapped in a group by a nursery.
-        if consists_of(exc, KeyboardInterrupt):
-            return 130
-        raise
-    return 0
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc)):
+            # Ctrl-C before (or after) a command listens for it.
+            print("stopped", flush=True)
+            return int(ExitStatus.OK)
+        failure = explain(exc, args)
+        if failure is None:
+            raise  # a bug: its traceback
+        if args.verbose:
+            traceback.print_exception(exc)
+        status, line = failure
+        print(line, file=sys.stderr, flush=True)
+        return int(status)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Union, overload
+from typing import Any, overload
 
 import attrs
 
 __all__ = ["Accept", "Headers", "HeadersLike", "Request", "Response"]
-
-#: What the API accepts wherever headers are given.
-HeadersLike = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]]]
 
 
 def _text(value: str | bytes) -> str:
@@ -129,6 +126,10 @@ class Headers(Sequence[tuple[str, str]]):
         combined = Headers()
         combined._flat = self._flat + Headers(other)._flat
         return combined
+
+
+#: What the API accepts wherever headers are given.
+HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 @attrs.frozen

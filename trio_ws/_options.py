@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import attrs
 
 from ._wire.deflate import Deflate
 
-__all__ = ["Options", "at_least_one", "check_connect_options", "positive"]
-
-#: Keyword arguments of connect() and start_connection() that are not Options.
-_CONNECTION_ARGUMENTS = frozenset({"subprotocols", "headers", "ssl_context"})
+__all__ = ["ConnectionOptions", "Options", "at_least_one", "options_from", "positive"]
 
 
 def positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -46,8 +46,14 @@ def _positive_int(_: object, attribute: attrs.Attribute[Any], value: Any) -> Non
 
 @attrs.frozen(kw_only=True)
 class Options:
-    """Connection settings accepted by :func:`connect`, :func:`start_connection`
-    and :func:`serve` as keyword arguments of the same names.
+    """Connection settings: the ``**options`` keyword arguments of
+    :func:`connect`, :func:`start_connection`, :func:`serve`,
+    :func:`serve_listeners`, :func:`reconnect`, :func:`open_pool` and
+    :meth:`Worker.serve`, one attribute per option, of the same name. Those
+    functions check them when called: an unknown name raises TypeError naming
+    the closest valid one, a bad value ValueError (TypeError for a
+    ``compression`` that is not a :class:`Deflate`). For type checkers the
+    same options are the keys of :class:`ConnectionOptions`.
 
     Every timeout is a Trio cancel scope inside the library: ``None`` turns it
     off, and any call can also be wrapped in your own
@@ -120,7 +126,59 @@ class Options:
         return math.inf if self.open_timeout is None else self.open_timeout
 
 
-def check_connect_options(connect_options: dict[str, Any]) -> None:
-    """Raise now, not at the first connection attempt, for unknown or invalid
-    keyword arguments of :func:`connect`."""
-    Options(**{k: v for k, v in connect_options.items() if k not in _CONNECTION_ARGUMENTS})
+class ConnectionOptions(TypedDict, total=False):
+    """The connection options as keyword arguments, for type checkers and
+    editors: ``**options: Unpack[ConnectionOptions]`` in the signature of
+    every function that takes them (see :class:`Options`), so that mypy or
+    pyright rejects a misspelt name or a value of the wrong type, and an
+    editor completes the names. Each key is the :class:`Options` attribute
+    of the same name, with the same type, meaning and default; every key
+    may be left out.
+
+    It also types settings shared by several calls::
+
+        SETTINGS: trio_ws.ConnectionOptions = {"ping_interval": 5.0, "max_queue": 64}
+
+        async with trio_ws.connect(url, **SETTINGS) as ws:
+            ...
+    """
+
+    open_timeout: float | None
+    close_timeout: float | None
+    max_message_size: int | None
+    max_queue: int
+    max_queue_bytes: int | None
+    ping_interval: float | None
+    ping_timeout: float | None
+    frame_size: int | None
+    compression: Deflate | None
+
+
+#: The option names, in the order of Options' attributes.
+_OPTION_NAMES = tuple(field.name for field in attrs.fields(Options))
+
+
+def options_from(options: ConnectionOptions, accepted_by: Callable[..., object]) -> Options:
+    """``Options(**options)`` for the ``**options`` given to ``accepted_by``
+    (a public function), with an error that says what to write instead: an
+    unknown name raises TypeError naming the closest of ``accepted_by``'s
+    keyword arguments; a bad value raises ValueError (or TypeError) naming
+    the option."""
+    for name in options:
+        if name not in _OPTION_NAMES:
+            raise TypeError(_unknown_option(name, accepted_by))
+    return Options(**options)
+
+
+def _unknown_option(name: str, accepted_by: Callable[..., object]) -> str:
+    where = f"{getattr(accepted_by, '__qualname__', accepted_by)}()"
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    keywords = [
+        parameter.name
+        for parameter in inspect.signature(accepted_by).parameters.values()
+        if parameter.kind not in variadic and parameter.name != "self"
+    ]
+    closest = difflib.get_close_matches(name, [*_OPTION_NAMES, *keywords], n=1)
+    if closest:
+        return f"{where}: unknown option {name!r}; did you mean {closest[0]!r}?"
+    return f"{where}: unknown option {name!r}; the options are {', '.join(_OPTION_NAMES)}"

@@ -12,21 +12,29 @@ __all__ = ["ConnectionStats", "ServerStats", "Traffic", "total"]
 @attrs.frozen
 class Traffic:
     """Messages and bytes, each way. Bytes are counted on the wire (frame
-    headers included, after compression)."""
+    headers included, after compression). Two records add up with ``+``."""
 
+    #: Text messages received.
     text_in: int = 0
+    #: Binary messages received.
     binary_in: int = 0
+    #: Text messages sent.
     text_out: int = 0
+    #: Binary messages sent.
     binary_out: int = 0
+    #: Bytes read from the connection.
     bytes_in: int = 0
+    #: Bytes written to the connection.
     bytes_out: int = 0
 
     @property
     def messages_in(self) -> int:
+        """Messages received, text and binary."""
         return self.text_in + self.binary_in
 
     @property
     def messages_out(self) -> int:
+        """Messages sent, text and binary."""
         return self.text_out + self.binary_out
 
     def __add__(self, other: Traffic) -> Traffic:
@@ -53,13 +61,15 @@ def total(traffics: Iterable[Traffic]) -> Traffic:
 class ConnectionStats:
     """A snapshot of one connection's counters (``ws.stats()``)."""
 
+    #: The connection's messages and bytes so far.
     traffic: Traffic
     #: Messages received and not yet taken by receive().
     pending_in: int
     #: The memory those messages take, as ``max_queue_bytes`` counts it.
     pending_in_bytes: int
-    #: Frames waiting to be written, and the bytes of queued broadcast messages.
+    #: Frames waiting to be written.
     pending_out: int
+    #: The bytes of the broadcast messages queued for it.
     pending_out_bytes: int
     #: The last ping round-trip time, or None.
     latency: float | None

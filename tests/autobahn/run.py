@@ -1,6 +1,7 @@
 """Run the Autobahn|Testsuite against trio_ws: its server and its client.
 
     python tests/autobahn/run.py [--cases '1.*' '2.*' ...] [--server-only | --client-only]
+                                 [--sequential] [--stock-wstest]
 
 (``python -m nox -s autobahn -- [options]`` does the same in nox's venv;
 ``--cases '*'`` runs every case, compression 12.* and 13.* included.)
@@ -8,9 +9,15 @@
 Server side: ``echo_server.py`` serves on 127.0.0.1 and ``wstest -m
 fuzzingclient`` runs the cases against it. Client side: ``wstest -m
 fuzzingserver`` listens on 127.0.0.1 and ``client_driver.py`` runs every case
-through ``trio_ws.connect``. wstest needs Python 2.7: without one, this
-prints ``SKIPPED: ...`` and exits 0. Its virtualenv is built once and cached
-in ``.nox/wstest-py27/``.
+through ``trio_ws.connect``. The two sides run at the same time (each is one
+wstest process, single-threaded and busy most of the time, so two cores do
+both in little more than the time of one); ``--sequential`` runs one after
+the other. wstest needs Python 2.7: without one, this prints ``SKIPPED:
+...`` and exits 0. Its virtualenv is built once and cached in
+``.nox/wstest-py27/``. wstest starts through ``wstest_launcher.py``, which
+binds it to 127.0.0.1 and speeds up its own bookkeeping in the compression
+cases without changing what it sends or how it judges (``--stock-wstest``:
+without those speedups).
 
 Reports go to ``reports/autobahn/``: ``server/`` and ``client/`` (wstest's
 HTML and JSON reports, its spec and log, our process's log) and
@@ -39,7 +46,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,19 +66,9 @@ PROGRESS_EVERY = 30.0
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
-# Python 2 code, run with -c in the wstest virtualenv, that starts wstest
-# with its listening socket bound to 127.0.0.1: wstest itself binds the
-# fuzzing server to every interface.
-WSTEST_LAUNCHER = """
-import sys
-from autobahntestsuite import fuzzing, wstest
-_listen = fuzzing.listenWS
-def _listen_on_loopback(factory, contextFactory=None, backlog=50, interface=''):
-    return _listen(factory, contextFactory, backlog, '127.0.0.1')
-fuzzing.listenWS = _listen_on_loopback
-sys.argv[0] = 'wstest'
-wstest.run()
-"""
+# Python 2 code, run by the wstest virtualenv, that starts wstest bound to
+# 127.0.0.1 (wstest itself binds the fuzzing server to every interface).
+WSTEST_LAUNCHER = HERE / "wstest_launcher.py"
 
 # Python 2 code that expands case patterns ("1.*") into case ids, exactly
 # as wstest does, so that cases wstest never reports can be noticed.
@@ -83,6 +82,15 @@ sys.stdout.write(json.dumps(cases.parseSpecCases({"cases": json.loads(sys.argv[1
 
 class HarnessError(Exception):
     """The harness could not run a side to completion."""
+
+
+#: Set on Ctrl-C or SIGTERM: every side stops waiting, and its processes are stopped.
+STOPPING = threading.Event()
+
+
+def check_stopping() -> None:
+    if STOPPING.is_set():
+        raise HarnessError("interrupted")
 
 
 # -- child processes -------------------------------------------------------------
@@ -143,6 +151,7 @@ def read_ready_port(proc: subprocess.Popen[Any], timeout: float) -> int:
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        check_stopping()
         readable, _, _ = select.select([proc.stdout], [], [], 0.5)
         if readable:
             line = proc.stdout.readline()
@@ -166,6 +175,7 @@ def port_accepts(port: int) -> bool:
 def wait_for_port(proc: subprocess.Popen[Any], port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        check_stopping()
         if proc.poll() is not None:
             raise HarnessError(f"wstest exited ({proc.returncode}) before listening on {port}")
         if port_accepts(port):
@@ -192,7 +202,7 @@ def count_lines(path: Path, needle: str) -> int:
 def _name(proc: subprocess.Popen[Any]) -> str:
     """``wstest``, ``echo_server.py`` or ``client_driver.py``."""
     args = [str(a) for a in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
-    if "-c" in args:
+    if str(WSTEST_LAUNCHER) in args:
         return "wstest"
     return Path(args[1]).name if len(args) > 1 else args[0]
 
@@ -212,6 +222,7 @@ def wait_exit(
             return proc.wait(1.0)
         except subprocess.TimeoutExpired:
             pass
+        check_stopping()
         now = time.monotonic()
         if also_alive is not None and also_alive.poll() is not None:
             raise HarnessError(f"{_name(also_alive)} exited ({also_alive.returncode}) mid-run")
@@ -225,8 +236,12 @@ def wait_exit(
 # -- wstest --------------------------------------------------------------------
 
 
-def wstest_command(env: WstestEnv, mode: str, spec: Path, *extra: str) -> list[str]:
-    return [str(env.python), "-u", "-c", WSTEST_LAUNCHER, "-m", mode, "-s", str(spec), *extra]
+def wstest_command(
+    env: WstestEnv, args: argparse.Namespace, mode: str, spec: Path, *extra: str
+) -> list[str]:
+    stock = ["--stock"] if args.stock_wstest else []
+    launcher = [str(env.python), "-u", str(WSTEST_LAUNCHER), *stock]
+    return [*launcher, "-m", mode, "-s", str(spec), *extra]
 
 
 def resolve_cases(env: WstestEnv, patterns: list[str]) -> list[str]:
@@ -256,9 +271,10 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def progress_of(log: Path, total: int) -> Callable[[float], str]:
+def progress_of(side: str, log: Path, total: int) -> Callable[[float], str]:
     def describe(elapsed: float) -> str:
-        return f"{count_lines(log, 'Running test case ID')}/{total} cases, {elapsed:.0f} s"
+        done = count_lines(log, "Running test case ID")
+        return f"{side}: {done}/{total} cases, {elapsed:.0f} s"
 
     return describe
 
@@ -267,9 +283,14 @@ def progress_of(log: Path, total: int) -> Callable[[float], str]:
 
 
 def run_server_side(
-    env: WstestEnv, args: argparse.Namespace, cases: list[str], outdir: Path
+    env: WstestEnv,
+    args: argparse.Namespace,
+    cases: list[str],
+    outdir: Path,
+    ready: threading.Event,
 ) -> None:
     """wstest's fuzzing client against trio_ws's echo server."""
+    ready.set()
     wstest_log = outdir / "wstest.log"
     with children() as procs, (outdir / "echo_server.log").open("w") as server_log:
         echo = procs.start(
@@ -279,7 +300,7 @@ def run_server_side(
             text=True,
         )
         port = read_ready_port(echo, STARTUP_TIMEOUT)
-        print(f"  trio_ws echo server on {HOST}:{port}", flush=True)
+        print(f"  server: trio_ws echo server on {HOST}:{port}", flush=True)
         spec = write_spec(
             outdir,
             {
@@ -292,10 +313,13 @@ def run_server_side(
         )
         with wstest_log.open("w") as log:
             wstest = procs.start(
-                wstest_command(env, "fuzzingclient", spec), log=log, stdout=log, cwd=outdir
+                wstest_command(env, args, "fuzzingclient", spec), log=log, stdout=log, cwd=outdir
             )
             status = wait_exit(
-                wstest, args.timeout, progress_of(wstest_log, len(cases)), also_alive=echo
+                wstest,
+                args.timeout,
+                progress_of("server", wstest_log, len(cases)),
+                also_alive=echo,
             )
         if status != 0:
             raise HarnessError(f"wstest exited with {status}:\n{tail(wstest_log)}")
@@ -303,9 +327,17 @@ def run_server_side(
 
 
 def run_client_side(
-    env: WstestEnv, args: argparse.Namespace, cases: list[str], outdir: Path
+    env: WstestEnv,
+    args: argparse.Namespace,
+    cases: list[str],
+    outdir: Path,
+    ready: threading.Event,
 ) -> None:
-    """trio_ws's client (client_driver.py) against wstest's fuzzing server."""
+    """trio_ws's client (client_driver.py) against wstest's fuzzing server.
+
+    ``ready`` is set once wstest listens (or could not): until then the port
+    is only known to be free, and the other side's connections, which take
+    ports from the same range, must not take it first."""
     port = free_port()
     url = f"ws://{HOST}:{port}"
     spec = write_spec(
@@ -322,10 +354,13 @@ def run_client_side(
     driver_log = outdir / "client_driver.log"
     with children() as procs, wstest_log.open("w") as log, driver_log.open("w") as dlog:
         # --webport=0: no extra HTTP server for wstest's web UI.
-        command = wstest_command(env, "fuzzingserver", spec, "--webport=0")
+        command = wstest_command(env, args, "fuzzingserver", spec, "--webport=0")
         wstest = procs.start(command, log=log, stdout=log, cwd=outdir)
-        wait_for_port(wstest, port, STARTUP_TIMEOUT)
-        print(f"  wstest fuzzing server on {HOST}:{port}", flush=True)
+        try:
+            wait_for_port(wstest, port, STARTUP_TIMEOUT)
+        finally:
+            ready.set()
+        print(f"  client: wstest fuzzing server on {HOST}:{port}", flush=True)
         driver = procs.start(
             driver_command(url, f"--expected-cases={len(cases)}", args=args),
             log=dlog,
@@ -333,12 +368,15 @@ def run_client_side(
         )
         try:
             status = wait_exit(
-                driver, args.timeout, progress_of(wstest_log, len(cases)), also_alive=wstest
+                driver,
+                args.timeout,
+                progress_of("client", wstest_log, len(cases)),
+                also_alive=wstest,
             )
             if status != 0:
                 raise HarnessError(f"client_driver.py exited with {status}:\n{tail(driver_log)}")
         except HarnessError:
-            if wstest.poll() is None:
+            if wstest.poll() is None and not STOPPING.is_set():
                 procs.stop(driver)
                 salvage_reports(procs, url, args, dlog)
             raise
@@ -373,17 +411,29 @@ SIDES = {
 }
 
 
-def run_side(name: str, env: WstestEnv, args: argparse.Namespace, cases: list[str]) -> SideSummary:
+def run_side(
+    name: str,
+    env: WstestEnv,
+    args: argparse.Namespace,
+    cases: list[str],
+    ready: threading.Event | None = None,
+) -> SideSummary:
+    """Run one side; ``ready`` is set once the side no longer needs the machine's
+    free ports to itself (see ``run_client_side``)."""
     title, runner = SIDES[name]
     outdir = fresh_dir(args.reports / name)
     print(f"== {name}: {title}, {len(cases)} cases", flush=True)
     started = time.monotonic()
     error = None
     try:
-        runner(env, args, cases, outdir)
+        runner(env, args, cases, outdir, ready or threading.Event())
     except HarnessError as exc:
         error = str(exc)
-        print(f"  ERROR: {error}", flush=True)
+        print(f"  {name}: ERROR: {error}", flush=True)
+    except Exception as exc:  # a bug here must not leave the other side unreported
+        error = f"harness crashed: {exc!r}"
+        traceback.print_exc()
+        print(f"  {name}: ERROR: {error}", flush=True)
     results = load_results(outdir, AGENT, cases)
     return SideSummary(
         side=name,
@@ -409,6 +459,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_CASES,
         metavar="PATTERN",
         help="case patterns, e.g. 1.* 9.1.6 or * (commas work too; default: 1.* to 10.*)",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the server side, then the client side (default: both at once)",
+    )
+    parser.add_argument(
+        "--stock-wstest",
+        action="store_true",
+        help="run wstest without wstest_launcher.py's speedups (same cases and verdicts)",
     )
     side = parser.add_mutually_exclusive_group()
     side.add_argument("--server-only", action="store_true", help="only test trio_ws's server")
@@ -476,6 +536,8 @@ def write_summary_json(
     data = {
         "cases": args.cases,
         "strict_unimplemented": args.strict_unimplemented,
+        "sides_concurrent": len(summaries) > 1 and not args.sequential,
+        "stock_wstest": args.stock_wstest,
         "accepted": list(ACCEPTED),
         "ok": all(s.ok for s in summaries),
         "wall_seconds": round(wall, 1),
@@ -518,8 +580,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
     args.reports.mkdir(parents=True, exist_ok=True)
-    summaries = [run_side(name, env, args, cases) for name in chosen_sides(args)]
+    summaries = run_sides(env, args, cases)
     return report(args, summaries, time.monotonic() - started)
+
+
+def run_sides(env: WstestEnv, args: argparse.Namespace, cases: list[str]) -> list[SideSummary]:
+    """Both sides at once, each in a thread (``--sequential``: one after the other)."""
+    names = chosen_sides(args)
+    if args.sequential or len(names) == 1:
+        return [run_side(name, env, args, cases) for name in names]
+    summaries: dict[str, SideSummary] = {}
+    client_ready = threading.Event()
+
+    def client() -> None:
+        summaries["client"] = run_side("client", env, args, cases, client_ready)
+
+    def server() -> None:
+        # The client side's wstest first takes the free port it was given.
+        client_ready.wait(STARTUP_TIMEOUT + STOP_TIMEOUT)
+        summaries["server"] = run_side("server", env, args, cases)
+
+    threads = [
+        threading.Thread(target=side, name=side.__name__, daemon=True) for side in (client, server)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        STOPPING.set()  # each side stops its processes within seconds
+        for thread in threads:
+            thread.join()
+        raise
+    return [summaries[name] for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:

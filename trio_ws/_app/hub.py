@@ -593,7 +593,7 @@ def open_hub(
 
     Without a backplane the hub runs no task of its own: each connection's
     writer task, which belongs to the connection, writes its queue. When the block ends,
-    broadcasting is over (further calls raise ``trio.ClosedResourceError``),
+    broadcasting is over (further calls raise :exc:`trio.ClosedResourceError`),
     and connections still registered are closed with 1001 Going Away,
     "hub closed" (shielded, each within its ``close_timeout``).
     """

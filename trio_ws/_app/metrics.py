@@ -21,7 +21,15 @@ from .hub import Hub
 __all__ = ["PrometheusMetrics"]
 
 #: The refusal reasons of ``ServerStats.rejected``, always exported (as 0 until seen).
-REJECT_REASONS = ("origin", "capacity", "rejected", "http", "bad_request", "handshake_failed")
+REJECT_REASONS = (
+    "origin",
+    "capacity",
+    "rejected",
+    "http",
+    "bad_request",
+    "handshake_failed",
+    "not_found",
+)
 
 
 def _import_prometheus() -> Any:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 import math
+import ssl
+import sys
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -15,8 +18,14 @@ from .._conn.lifecycle import close_explained
 from .._endpoints.client import start_connection
 from .._endpoints.owner import OwnedNursery, exit_close_frame
 from .._errors import PoolTimeout, consists_of
-from .._options import check_connect_options
+from .._http import HeadersLike
+from .._options import ConnectionOptions, options_from
 from .._wire.close import CloseCode
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack  # for type checkers only
 
 __all__ = ["ConnectionPool", "open_pool"]
 
@@ -67,7 +76,10 @@ class ConnectionPool:
         *,
         max_connections: int,
         max_idle_time: float | None,
-        connect_options: dict[str, Any],
+        subprotocols: Sequence[str],
+        headers: HeadersLike,
+        ssl_context: ssl.SSLContext | None,
+        options: ConnectionOptions,
     ) -> None:
         if (
             not isinstance(max_connections, int)
@@ -85,12 +97,15 @@ class ConnectionPool:
             raise ValueError(
                 f"max_idle_time must be a positive number or None, not {max_idle_time!r}"
             )
-        check_connect_options(connect_options)
+        options_from(options, open_pool)
         #: At most this many connections exist at once.
         self.max_connections = max_connections
         #: Idle connections are closed after this many seconds (None: never).
         self.max_idle_time = max_idle_time
-        self._connect_options = connect_options
+        self._subprotocols = subprotocols
+        self._headers = headers
+        self._ssl_context = ssl_context
+        self._options = options
         self._nursery: trio.Nursery | None = None
         self._owner = OwnedNursery()
         self._state = "new"  # "new", "open", "closed"
@@ -247,7 +262,14 @@ class ConnectionPool:
             nursery = self._check_open()
             if evict is not None:
                 await _close(evict.ws, CloseCode.NORMAL_CLOSURE, "closed to make room in the pool")
-            ws = await start_connection(nursery, url, **self._connect_options)
+            ws = await start_connection(
+                nursery,
+                url,
+                subprotocols=self._subprotocols,
+                headers=self._headers,
+                ssl_context=self._ssl_context,
+                **self._options,
+            )
         except BaseException:
             self._opening -= 1
             self._dispatch()
@@ -408,7 +430,10 @@ def open_pool(
     *,
     max_connections: int = 10,
     max_idle_time: float | None = 60.0,
-    **connect_options: Any,
+    subprotocols: Sequence[str] = (),
+    headers: HeadersLike = (),
+    ssl_context: ssl.SSLContext | None = None,
+    **options: Unpack[ConnectionOptions],
 ) -> ConnectionPool:
     """A pool of client connections, for an ``async with`` block::
 
@@ -431,12 +456,19 @@ def open_pool(
     task; ``acquire`` then raises ``trio.ClosedResourceError``. Exceptions
     from the block come out unchanged, never in an ExceptionGroup.
 
-    The other keyword arguments are those of :func:`connect`
-    (``subprotocols``, ``headers``, ``ssl_context`` and the
-    :class:`Options`), used for every connection.
+    ``subprotocols``, ``headers``, ``ssl_context`` and ``**options`` are
+    those of :func:`connect`, used for every connection: the options are the
+    connection options of :class:`Options` (``open_timeout``,
+    ``close_timeout``, ``max_message_size``, ``max_queue``,
+    ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``,
+    ``compression``), checked when ``open_pool()`` is called: an unknown name
+    raises TypeError naming the closest valid one, a bad value ValueError.
     """
     return ConnectionPool(
         max_connections=max_connections,
         max_idle_time=max_idle_time,
-        connect_options=connect_options,
+        subprotocols=subprotocols,
+        headers=headers,
+        ssl_context=ssl_context,
+        options=options,
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+import ssl
+import sys
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -20,7 +22,13 @@ from .._errors import (
     HandshakeTimeout,
     ReconnectFailed,
 )
-from .._options import at_least_one, check_connect_options, positive
+from .._http import HeadersLike
+from .._options import ConnectionOptions, at_least_one, options_from, positive
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack  # for type checkers only
 
 __all__ = ["Backoff", "Reconnecting", "reconnect"]
 
@@ -112,7 +120,10 @@ class Reconnecting:
         max_attempts: int | None,
         on_failure: FailureCallback | None,
         retry: RetryPolicy | None,
-        connect_options: dict[str, Any],
+        subprotocols: Sequence[str],
+        headers: HeadersLike,
+        ssl_context: ssl.SSLContext | None,
+        options: ConnectionOptions,
     ) -> None:
         if max_attempts is not None and (
             not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
@@ -122,7 +133,7 @@ class Reconnecting:
             )
         if not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a Backoff, not {backoff!r}")
-        check_connect_options(connect_options)
+        options_from(options, reconnect)
         #: The URL connected to.
         self.url = url
         #: The backoff policy.
@@ -130,7 +141,10 @@ class Reconnecting:
         self._max_attempts = max_attempts
         self._on_failure = on_failure
         self._retry: RetryPolicy = _default_retry if retry is None else retry
-        self._connect_options = connect_options
+        self._subprotocols = subprotocols
+        self._headers = headers
+        self._ssl_context = ssl_context
+        self._options = options
         self._nursery: trio.Nursery | None = None
         self._owner = OwnedNursery()
         self._state = "new"  # "new", "entered", "exited"
@@ -237,7 +251,14 @@ class Reconnecting:
         while True:
             attempt += 1
             try:
-                ws = await start_connection(self._nursery, self.url, **self._connect_options)
+                ws = await start_connection(
+                    self._nursery,
+                    self.url,
+                    subprotocols=self._subprotocols,
+                    headers=self._headers,
+                    ssl_context=self._ssl_context,
+                    **self._options,
+                )
             except Exception as error:
                 if not self._retry(error):
                     raise
@@ -277,7 +298,10 @@ def reconnect(
     max_attempts: int | None = None,
     on_failure: FailureCallback | None = None,
     retry: RetryPolicy | None = None,
-    **connect_options: Any,
+    subprotocols: Sequence[str] = (),
+    headers: HeadersLike = (),
+    ssl_context: ssl.SSLContext | None = None,
+    **options: Unpack[ConnectionOptions],
 ) -> Reconnecting:
     """Connect to ``url``, and connect again whenever the connection is lost::
 
@@ -329,9 +353,14 @@ def reconnect(
     safe: nothing is left behind, and the block closes the connection as
     above.
 
-    The other keyword arguments are those of :func:`connect`
-    (``subprotocols``, ``headers``, ``ssl_context`` and the
-    :class:`Options`), used for every connection.
+    ``subprotocols``, ``headers``, ``ssl_context`` and ``**options`` are
+    those of :func:`connect`, used for every connection: the options are the
+    connection options of :class:`Options` (``open_timeout``,
+    ``close_timeout``, ``max_message_size``, ``max_queue``,
+    ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``,
+    ``compression``), checked when ``reconnect()`` is called: an unknown
+    name raises TypeError naming the closest valid one, a bad value
+    ValueError.
     """
     return Reconnecting(
         url,
@@ -339,5 +368,8 @@ def reconnect(
         max_attempts=max_attempts,
         on_failure=on_failure,
         retry=retry,
-        connect_options=connect_options,
+        subprotocols=subprotocols,
+        headers=headers,
+        ssl_context=ssl_context,
+        options=options,
     )

@@ -18,13 +18,22 @@ import logging
 import os
 import signal
 import socket
+import ssl
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from .._endpoints.server import Handler, Server, serve, serve_listeners
+from .._endpoints.server import Handler, Server, check_serve_arguments, serve, serve_listeners
+from .._endpoints.server_handshake import OriginRule, ProcessRequest
+from .._options import ConnectionOptions
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack  # for type checkers only
 
 __all__ = ["ENV_VAR", "READY", "Worker", "current_worker", "describe"]
 
@@ -67,15 +76,27 @@ class Worker:
         self,
         handler: Handler,
         *,
+        ssl_context: ssl.SSLContext | None = None,
+        process_request: ProcessRequest | None = None,
+        subprotocols: Sequence[str] = (),
+        origins: Sequence[OriginRule] | None = None,
+        max_connections: int | None = None,
+        backlog: int | None = None,
         task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-        **serve_arguments: Any,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
         """:func:`trio_ws.serve` on the supervisor's port, until SIGTERM or
         SIGINT arrives, the supervisor is gone, or this is cancelled; then
         every connection is closed with 1001 Going Away (within
-        ``close_timeout``) and it returns. ``serve_arguments`` are those of
-        ``serve`` (``process_request``, ``max_connections``, options...), all
-        but ``host``, ``port`` and ``reuse_port``.
+        ``close_timeout``) and it returns. The keyword arguments are those of
+        ``serve``, all but ``host``, ``port`` and ``reuse_port`` (``backlog``
+        counts only where each worker binds its own socket). ``**options``
+        are the connection options of :class:`Options` (``open_timeout``,
+        ``close_timeout``, ``max_message_size``, ``max_queue``,
+        ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``,
+        ``frame_size``, ``compression``), checked before anything starts: an
+        unknown name raises TypeError naming the closest valid one, a bad
+        value ValueError.
 
         With ``server = await nursery.start(worker.serve, handler)`` it gives
         the :class:`Server` once it listens, after telling the supervisor so.
@@ -83,17 +104,27 @@ class Worker:
         so that a second SIGTERM does not cut the shutdown short. Called once
         per worker process."""
         for name in ("host", "port", "reuse_port"):
-            if name in serve_arguments:
+            if name in options:
                 raise TypeError(f"Worker.serve() listens where the supervisor says: no {name}=")
+        check_serve_arguments(max_connections, options, Worker.serve)
         if self._serving:
             raise RuntimeError("Worker.serve() runs once per worker process")
         self._serving = True
+        listen = functools.partial(
+            self._listen,
+            handler,
+            ssl_context=ssl_context,
+            process_request=process_request,
+            subprotocols=subprotocols,
+            origins=origins,
+            max_connections=max_connections,
+            backlog=backlog,
+            **options,
+        )
         lifeline = trio.socket.from_stdlib_socket(socket.socket(fileno=self.lifeline))
         with lifeline, trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                server: Server = await nursery.start(
-                    functools.partial(self._listen, handler, **serve_arguments)
-                )
+                server: Server = await nursery.start(listen)
                 nursery.start_soon(self._watch_supervisor, lifeline, nursery.cancel_scope)
                 try:
                     await lifeline.send(READY)
@@ -117,6 +148,7 @@ class Worker:
         self,
         handler: Handler,
         *,
+        backlog: int | None,
         task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
         **serve_arguments: Any,
     ) -> None:
@@ -125,13 +157,13 @@ class Worker:
                 handler,
                 self.host,
                 self.port,
+                backlog=backlog,
                 reuse_port=True,
                 task_status=task_status,
                 **serve_arguments,
             )
             return
         # The supervisor's listening sockets: the backlog is the one it chose.
-        serve_arguments.pop("backlog", None)
         listeners = [
             trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
             for fd in self.fds

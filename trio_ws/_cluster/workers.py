@@ -433,13 +433,22 @@ def run_workers(
     host: str | None,
     port: int,
     on_ready: Callable[[Workers], object] | None = None,
-    **supervisor_options: Any,
+    share: Share = "auto",
+    env: Mapping[str, str] | None = None,
+    backoff: Backoff = RESTART_BACKOFF,
+    max_restarts: int = 5,
+    restart_window: float = 60.0,
+    ready_timeout: float = 30.0,
+    stop_timeout: float = 15.0,
 ) -> None:
     """Run :func:`open_workers` as a program: start the workers, call
     ``on_ready(group)`` (if given) once every one serves, and supervise them
     until SIGINT (Ctrl-C) or SIGTERM; then stop them all and return. Raises
     :class:`WorkerCrashLoop` if a worker keeps exiting. The other keyword
-    arguments are those of :func:`open_workers`."""
+    arguments are those of :func:`open_workers` (``share``, ``env``,
+    ``backoff``, ``max_restarts``, ``restart_window``, ``ready_timeout``,
+    ``stop_timeout``); the connection options are given to each worker's
+    :meth:`Worker.serve`, in its own program."""
     try:
         trio.run(
             functools.partial(
@@ -449,7 +458,13 @@ def run_workers(
                 host=host,
                 port=port,
                 on_ready=on_ready,
-                **supervisor_options,
+                share=share,
+                env=env,
+                backoff=backoff,
+                max_restarts=max_restarts,
+                restart_window=restart_window,
+                ready_timeout=ready_timeout,
+                stop_timeout=stop_timeout,
             )
         )
     except BaseExceptionGroup as exc_group:

@@ -6,7 +6,8 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import trio
@@ -30,6 +31,9 @@ logger = logging.getLogger("trio_ws")
 
 _ids = itertools.count(1)
 
+#: The path parameters of a connection that no router accepted.
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
 
 def _address(stream: trio.abc.Stream, which: Literal["sockname", "peername"]) -> Any:
     while isinstance(stream, trio.SSLStream):
@@ -43,7 +47,8 @@ def _address(stream: trio.abc.Stream, which: Literal["sockname", "peername"]) ->
 
 
 class WebSocket(Lifecycle, trio.abc.Channel[Message]):
-    """One open WebSocket connection, used like a Trio channel of messages.
+    """One open WebSocket connection, used like a Trio channel of messages
+    (a :class:`trio.abc.Channel`).
 
     Messages are ``str`` (text) or ``bytes`` (binary). ``async for message in
     ws`` receives until the connection closes: it ends quietly on a 1000 or
@@ -60,9 +65,11 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
 
     # The rest of its state is Lifecycle's.
     __slots__ = (
+        "_endpoint",
         "_protocol",
         "_stream_lot",
         "_stream_sender",
+        "path_params",
         "request",
         "response",
         "subprotocol",
@@ -78,6 +85,8 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         subprotocol: str | None = None,
         options: Options,
         initial_data: bytes = b"",
+        path_params: Mapping[str, Any] = _NO_PARAMS,
+        endpoint: Callable[..., Awaitable[None]] | None = None,
     ) -> None:
         self._stream = stream
         self._protocol = protocol
@@ -92,6 +101,11 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         self.response = response
         #: The negotiated subprotocol, or None.
         self.subprotocol = subprotocol
+        #: The path parameters of the route that accepted the connection
+        #: (see :class:`Router`); empty without a router, and on the client.
+        self.path_params = path_params
+        # The route's handler (run by the router: lifecycle.endpoint_of).
+        self._endpoint = endpoint
         self._nursery: trio.Nursery | None = None
         self._deferred: list[Callable[[], Awaitable[None]]] = []  # tasks to start
         # Where the connection is in its closing (and how it ended): the one
@@ -332,7 +346,7 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
 
     async def receive_json(self) -> Any:
         """Receive one message and decode it as JSON (same cancellation
-        semantics as :meth:`receive`). Raises ValueError (``json.JSONDecodeError``)
+        semantics as :meth:`receive`). Raises ValueError (:exc:`json.JSONDecodeError`)
         when the message is not JSON; that message is consumed."""
         return json.loads(await self.receive())
 
@@ -399,8 +413,8 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         a connection the peer closed, just waits for the close to finish.
 
         Cancellation: if cancelled, the connection is aborted at once (the
-        stream is closed without waiting for the peer), as Trio's
-        ``AsyncResource.aclose`` contract asks.
+        stream is closed without waiting for the peer), as the
+        :meth:`trio.abc.AsyncResource.aclose` contract asks.
         """
         check_close_code(code)
         check_close_reason(reason)

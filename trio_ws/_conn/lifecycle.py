@@ -35,6 +35,7 @@ __all__ = [
     "close_explained",
     "connection_log",
     "delivery_of",
+    "endpoint_of",
     "run_owned",
     "start_background",
     "traffic_of",
@@ -432,3 +433,9 @@ def delivery_of(ws: WebSocket) -> Delivery:
     """The connection's side of the delivery seam (see :mod:`._delivery`),
     for a hub to keep with its member."""
     return Delivery(ws._writer, ws._protocol.frame_key, ws._fall_behind, ws._close)
+
+
+def endpoint_of(ws: WebSocket) -> Callable[..., Awaitable[None]] | None:
+    """The handler of the route that accepted ``ws`` (None without a router),
+    for the router to call."""
+    return ws._endpoint

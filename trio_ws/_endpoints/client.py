@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import ssl
+import sys
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -14,10 +15,15 @@ from .._conn.connection import WebSocket
 from .._conn.lifecycle import run_owned, start_background
 from .._errors import HandshakeTimeout
 from .._http import HeadersLike
-from .._options import Options
+from .._options import ConnectionOptions, Options, options_from
 from .client_handshake import open_websocket_stream
 from .owner import OwnedNursery, close_for_exit, exit_close_frame
 from .url import parse_url
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack  # for type checkers only
 
 __all__ = ["connect", "start_connection"]
 
@@ -67,8 +73,15 @@ class connect:
     ``user:password@`` (sent as Basic authentication). ``subprotocols`` are
     offered in order of preference; ``headers`` are added to the request
     (Origin, Cookie, Authorization...). ``ssl_context`` is used for ``wss://``
-    (default: ``ssl.create_default_context()``). The other keyword arguments
-    are :class:`Options`.
+    (default: ``ssl.create_default_context()``).
+
+    ``**options`` are the connection options, each described under
+    :class:`Options` and typed by :class:`ConnectionOptions`:
+    ``open_timeout``, ``close_timeout``, ``max_message_size``, ``max_queue``,
+    ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``
+    and ``compression``. They are checked when ``connect()`` is called,
+    before any connection attempt: an unknown name raises TypeError naming
+    the closest valid one, a bad value ValueError.
     """
 
     def __init__(
@@ -78,26 +91,30 @@ class connect:
         subprotocols: Sequence[str] = (),
         headers: HeadersLike = (),
         ssl_context: ssl.SSLContext | None = None,
-        **options: Any,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
         self._url = url
         self._subprotocols = subprotocols
         self._headers = headers
         self._ssl_context = ssl_context
-        self._options = Options(**options)
+        self._options = options_from(options, connect)
         self._ws: WebSocket | None = None
         self._owner = OwnedNursery()
 
     async def __aenter__(self) -> WebSocket:
         if self._ws is not None:
             raise RuntimeError("this connect() was already entered; call connect() again")
-        ws = await _open(
-            self._url, self._subprotocols, self._headers, self._ssl_context, self._options
-        )
+        ws = await self._open_websocket()
         nursery = await self._owner.open()
         start_background(ws, nursery)
         self._ws = ws
         return ws
+
+    async def _open_websocket(self) -> WebSocket:
+        """The opening handshake (for trio_ws.testing to do over memory)."""
+        return await _open(
+            self._url, self._subprotocols, self._headers, self._ssl_context, self._options
+        )
 
     async def __aexit__(
         self,
@@ -140,7 +157,7 @@ async def start_connection(
     subprotocols: Sequence[str] = (),
     headers: HeadersLike = (),
     ssl_context: ssl.SSLContext | None = None,
-    **options: Any,
+    **options: Unpack[ConnectionOptions],
 ) -> WebSocket:
     """Open a client connection whose background tasks run in ``nursery``,
     for connections that outlive the block that opened them::
@@ -154,10 +171,13 @@ async def start_connection(
     :class:`HandshakeError`, exactly as :func:`connect`. The connection lives
     until it is closed (``await ws.aclose()``), the peer closes it, or the
     nursery is cancelled, which closes it with 1001 (shielded, within
-    ``close_timeout``). Arguments are those of :func:`connect`.
+    ``close_timeout``). Arguments are those of :func:`connect`, ``**options``
+    included: the connection options of :class:`Options` (``open_timeout``,
+    ``close_timeout``, ``max_message_size``, ``max_queue``,
+    ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``,
+    ``compression``), checked before anything starts in ``nursery``.
     """
-    runner = functools.partial(
-        _run_client, url, subprotocols, headers, ssl_context, Options(**options)
-    )
+    settings = options_from(options, start_connection)
+    runner = functools.partial(_run_client, url, subprotocols, headers, ssl_context, settings)
     ws: WebSocket = await nursery.start(runner)
     return ws

@@ -29,9 +29,9 @@ from .._wire.upgrade import (
     split_head,
     upgrade_request,
 )
-from .url import WebSocketURL
+from .url import WebSocketURL, parse_url
 
-__all__ = ["open_websocket_stream"]
+__all__ = ["handshake_on_stream", "open_websocket_stream"]
 
 #: Most of a rejection's body kept in :class:`ConnectionRejected`.
 MAX_REJECT_BODY = 64 * 1024
@@ -138,6 +138,24 @@ async def open_websocket_stream(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+
+
+async def handshake_on_stream(
+    stream: trio.abc.Stream,
+    url: str,
+    *,
+    subprotocols: Sequence[str],
+    headers: HeadersLike,
+    options: Options,
+) -> WebSocket:
+    """The opening handshake on a stream that is already connected (an
+    in-memory one, for trio_ws.testing): as ``open_websocket_stream``
+    without dialling. Not bounded in time; raises a :class:`HandshakeError`."""
+    parsed = parse_url(url)
+    request_headers = _request_headers(parsed, headers)
+    if isinstance(subprotocols, str):
+        raise TypeError("subprotocols is a sequence of names, not one string")
+    return await _handshake(stream, parsed, list(subprotocols), request_headers, options)
 
 
 @attrs.frozen

@@ -7,23 +7,30 @@ import logging
 import math
 import socket
 import ssl
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from .._conn.connection import WebSocket
 from .._conn.lifecycle import close_explained, connection_log, start_background, traffic_of
 from .._errors import ConnectionClosed, consists_of, split_off
-from .._options import Options
+from .._options import ConnectionOptions, Options, options_from
 from .._stats import ServerStats, Traffic, total
 from .._wire.close import CloseCode
 from .accept import AcceptFailures, accept_connections
+from .routes import Routes
 from .server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
 
-__all__ = ["Handler", "Server", "serve", "serve_listeners"]
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack  # for type checkers only
+
+__all__ = ["Handler", "Server", "check_serve_arguments", "serve", "serve_listeners"]
 
 logger = logging.getLogger("trio_ws")
 
@@ -66,6 +73,7 @@ class Server:
             origins=None if origins is None else tuple(origins),
             reserve_slot=self._reserve_slot,
             options=options,
+            routes=handler if isinstance(handler, Routes) else None,
         )
         self._connections: set[WebSocket] = set()
         #: The tasks of the handshakes holding a slot under max_connections.
@@ -153,7 +161,7 @@ class Server:
                 listener.socket.close()  # one whose loop never started
             self._done.set()
 
-    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+    async def _handle_stream(self, stream: trio.abc.Stream) -> None:
         """One connection, in the task the accept loop started for it: the
         opening handshake, the handler, the close. The handler's part is
         written out here rather than in helpers: an idle connection waits
@@ -211,10 +219,11 @@ class Server:
                 self._close_codes[end_code] += 1
                 self._closed_traffic = self._closed_traffic + traffic_of(ws)
         finally:
-            if stream.socket.fileno() >= 0:  # not closed by the connection already
+            # (Skipped when the connection closed its socket already.)
+            if not isinstance(stream, trio.SocketStream) or stream.socket.fileno() >= 0:
                 await trio.aclose_forcefully(stream)
 
-    async def _open(self, stream: trio.SocketStream) -> WebSocket | None:
+    async def _open(self, stream: trio.abc.Stream) -> WebSocket | None:
         """The opening handshake (TLS first, if any), within ``open_timeout``:
         the open connection, or None if it did not open (the caller closes the
         stream). The slot the handshake may hold under ``max_connections`` is
@@ -236,12 +245,18 @@ class Server:
             return None
         return outcome
 
-    async def _handshake(self, tcp: trio.SocketStream) -> WebSocket | str:
-        stream: trio.abc.Stream = tcp
+    async def _handshake(self, stream: trio.abc.Stream) -> WebSocket | str:
         if self._ssl_context is not None:
-            stream = trio.SSLStream(tcp, self._ssl_context, server_side=True)
+            stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
             await stream.do_handshake()
         return await accept_handshake(stream, self._policy)
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Run one connection on ``stream`` as if a listener had accepted it:
+        the opening handshake, the handler, the close (for
+        :mod:`trio_ws.testing`, which hands over in-memory streams). Returns
+        when the connection is over; the stream is closed on every path."""
+        await self._handle_stream(stream)
 
 
 async def serve(
@@ -257,7 +272,7 @@ async def serve(
     backlog: int | None = None,
     reuse_port: bool = False,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **options: Unpack[ConnectionOptions],
 ) -> None:
     """Serve WebSocket connections on ``host``:``port``, calling
     ``await handler(ws)`` in a new task for each one.
@@ -300,12 +315,23 @@ async def serve(
     them (on Linux; see docs/workers.md). It is meant with an explicit
     ``port``: with ``port=0`` each server gets a port of its own. It raises
     ValueError where the platform has no ``SO_REUSEPORT``.
-    The other keyword arguments are :class:`Options`.
     To serve on sockets opened some other way, see :func:`serve_listeners`.
+
+    ``**options`` are the connection options every connection of the server
+    uses, each described under :class:`Options` and typed by
+    :class:`ConnectionOptions`: ``open_timeout``, ``close_timeout``,
+    ``max_message_size``, ``max_queue``, ``max_queue_bytes``,
+    ``ping_interval``, ``ping_timeout``, ``frame_size`` and ``compression``
+    (``server.options`` holds them). They are checked before the port is
+    bound: an unknown name raises TypeError naming the closest valid one, a
+    bad value ValueError.
     """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT")
-    _check_settings(max_connections, options)  # before binding: no port taken for nothing
+    # Before binding: no port taken for nothing.
+    check_serve_arguments(max_connections, options, serve)
     if reuse_port:
         listeners = await _open_reuse_port_listeners(host, port, backlog)
     else:
@@ -323,13 +349,18 @@ async def serve(
     )
 
 
-def _check_settings(max_connections: int | None, options: dict[str, Any]) -> Options:
-    """The server's settings, checked (ValueError/TypeError naming the bad one)."""
+def check_serve_arguments(
+    max_connections: int | None,
+    options: ConnectionOptions,
+    accepted_by: Callable[..., object],
+) -> Options:
+    """The server's settings given to ``accepted_by``, checked
+    (ValueError/TypeError naming the bad one)."""
     if max_connections is not None and (
         not isinstance(max_connections, int) or max_connections <= 0
     ):
         raise ValueError(f"max_connections must be a positive integer, not {max_connections!r}")
-    return Options(**options)
+    return options_from(options, accepted_by)
 
 
 async def serve_listeners(
@@ -342,7 +373,7 @@ async def serve_listeners(
     origins: Sequence[OriginRule] | None = None,
     max_connections: int | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **options: Unpack[ConnectionOptions],
 ) -> None:
     """Serve WebSocket connections on ``listeners``, listening sockets the
     caller opened (``trio.SocketListener`` objects: from a socket inherited
@@ -354,7 +385,12 @@ async def serve_listeners(
     handler, listeners)`` gives the :class:`Server` once it accepts, the
     server owns its connections and closes them with 1001 when it stops, and
     the keyword arguments are those of ``serve`` but ``backlog`` and
-    ``reuse_port`` (the listeners are already listening).
+    ``reuse_port`` (the listeners are already listening). ``**options`` are
+    the connection options of :class:`Options`: ``open_timeout``,
+    ``close_timeout``, ``max_message_size``, ``max_queue``,
+    ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``
+    and ``compression``; an unknown name raises TypeError naming the closest
+    valid one, a bad value ValueError.
 
     The server owns the listeners from the call on: it closes them when it
     stops, and also when it raises before serving (an argument it refuses).
@@ -366,7 +402,7 @@ async def serve_listeners(
                 raise TypeError(f"listeners must be trio.SocketListener objects, not {listener!r}")
         if not owned:
             raise ValueError("serve_listeners() needs at least one listener")
-        settings = _check_settings(max_connections, options)
+        settings = check_serve_arguments(max_connections, options, serve_listeners)
         server = Server(
             handler,
             owned,

@@ -10,12 +10,10 @@ always answered through h11.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
-import re
-from collections.abc import Awaitable, Callable, Sequence
-from http import HTTPStatus
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import h11
@@ -41,6 +39,18 @@ from .._wire.upgrade import (
     valid_host,
     valid_key,
 )
+from .http_answers import answer, client_error_status, error_response, response_bytes
+from .policy import (
+    RETRY_AFTER,
+    HandshakePolicy,
+    OriginRule,
+    ProcessRequest,
+    Refusal,
+    Refused,
+    origin_allowed,
+)
+from .route_step import call_route_function, route_request
+from .routes import WebSocketEndpoint
 
 __all__ = [
     "HandshakePolicy",
@@ -58,84 +68,9 @@ logger = logging.getLogger("trio_ws")
 #: Largest request head (request line and headers) the server reads.
 MAX_REQUEST_HEAD = 16 * 1024
 
-#: ``process_request``: look at a request, then return None (default
-#: handling), a :class:`Response` (answer it and close), or an
-#: :class:`Accept` (accept the upgrade with these choices). May be async.
-ProcessRequest = Callable[
-    [Request], Response | Accept | Awaitable[Response | Accept | None] | None
-]
-
 
 class _ClientLeft(Exception):
     """The client closed the connection before sending a request."""
-
-
-class Refused(str, enum.Enum):
-    """Why a request was not upgraded: its key in ``ServerStats.rejected``.
-    A str enum, so that each member equals (and hashes as) its plain string."""
-
-    #: An HTTP or upgrade request the server cannot take: a 4xx answer.
-    BAD_REQUEST = "bad_request"
-    #: An Origin that ``origins`` does not allow: 403.
-    ORIGIN = "origin"
-    #: No connection slot left (``max_connections``): 503 with Retry-After.
-    CAPACITY = "capacity"
-    #: An upgrade answered by process_request's Response, or whose Accept
-    #: the server could not send (500).
-    REJECTED = "rejected"
-    #: A plain HTTP request, answered (by process_request, or with 426).
-    HTTP = "http"
-    #: The client left before sending a request: nothing is answered.
-    HANDSHAKE_FAILED = "handshake_failed"
-
-
-@attrs.frozen
-class Refusal:
-    """A step's refusal: the outcome, and the answer to send (None: none)."""
-
-    outcome: Refused
-    response: Response | None
-
-
-def response_bytes(response: Response) -> bytes:
-    """Serialise a complete HTTP/1.1 response that ends the connection."""
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    conn.next_event()
-    return _send_response(conn, response)
-
-
-def _send_response(conn: h11.Connection, response: Response, *, head: bool = False) -> bytes:
-    """Serialise ``response`` on ``conn``, closing the connection. With
-    ``head`` (the request was HEAD) the body is left out, while
-    Content-Length stays that of the body, as for the same GET."""
-    headers = [
-        (name, value)
-        for name, value in response.headers
-        if name.lower() not in ("content-length", "connection", "transfer-encoding")
-    ]
-    headers.append(("Content-Length", str(len(response.body))))
-    headers.append(("Connection", "close"))
-    try:
-        reason = HTTPStatus(response.status_code).phrase
-    except ValueError:
-        reason = ""
-    data = conn.send(
-        h11.Response(status_code=response.status_code, headers=headers, reason=reason)
-    )
-    data = data or b""
-    if not head:
-        data += conn.send(h11.Data(data=response.body)) or b""
-    return data + (conn.send(h11.EndOfMessage()) or b"")
-
-
-def _error(status: int, detail: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
-    phrase = HTTPStatus(status).phrase
-    return Response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), *headers],
-        f"{status} {phrase}: {detail}\n",
-    )
 
 
 async def _read_request(
@@ -162,13 +97,6 @@ async def _read_request(
             conn.receive_data(bytes(more))
         else:  # pragma: no cover - h11 yields nothing else before a request
             raise h11.RemoteProtocolError("unexpected HTTP event", error_status_hint=400)
-
-
-def _client_error_status(hint: int) -> int:
-    """The status for a request h11 could not parse: h11's hint when it is a
-    4xx, else 400. (h11 hints 501 for an unsupported Transfer-Encoding; the
-    client's mistake gets a 4xx, so that nobody retries it as a server fault.)"""
-    return hint if 400 <= hint < 500 else 400
 
 
 #: Header fields of an upgrade that wsproto decodes as ASCII.
@@ -202,7 +130,7 @@ def _start_upgrade(event: h11.Request) -> WSConnection | Refusal:
     problem = _upgrade_problem(event.headers)
     if problem is not None:
         logger.debug("bad upgrade request: %s", problem)
-        return Refusal(Refused.BAD_REQUEST, _error(400, problem))
+        return Refusal(Refused.BAD_REQUEST, error_response(400, problem))
     wsconn = WSConnection(ConnectionType.SERVER)
     try:
         wsconn.initiate_upgrade_connection(event.headers.raw_items(), event.target)
@@ -215,11 +143,11 @@ def _start_upgrade(event: h11.Request) -> WSConnection | Refusal:
             exc = RemoteProtocolError("unsupported Sec-WebSocket-Version: only 13 is spoken")
         extra = [(n.decode(), v.decode()) for n, v in hint.headers] if hint is not None else []  # type: ignore[attr-defined]
         logger.debug("bad upgrade request: %s", exc)
-        return Refusal(Refused.BAD_REQUEST, _error(status, str(exc), extra))
+        return Refusal(Refused.BAD_REQUEST, error_response(status, str(exc), extra))
     except (ValueError, h11.ProtocolError) as exc:  # pragma: no cover - defence in depth
         # Input the checks above missed (none known): the client's fault still.
         logger.debug("bad upgrade request: %r", exc)
-        return Refusal(Refused.BAD_REQUEST, _error(400, "malformed upgrade request"))
+        return Refusal(Refused.BAD_REQUEST, error_response(400, "malformed upgrade request"))
     return wsconn
 
 
@@ -250,42 +178,6 @@ def _choose_subprotocol(
         if candidate in offered:
             return candidate
     return None
-
-
-#: Seconds a client is told to wait (Retry-After) when the server is full.
-RETRY_AFTER = 5
-
-#: An entry of ``origins``: an exact Origin, a pattern it must fully match,
-#: or None to allow requests without an Origin header (non-browser clients).
-OriginRule = str | re.Pattern[str] | None
-
-
-def origin_allowed(origin: str | None, origins: Sequence[OriginRule]) -> bool:
-    """Whether a request with this Origin header may upgrade."""
-    for rule in origins:
-        if rule is None:
-            if origin is None:
-                return True
-        elif origin is not None and (
-            rule == origin if isinstance(rule, str) else rule.fullmatch(origin)
-        ):
-            return True
-    return False
-
-
-@attrs.frozen
-class HandshakePolicy:
-    """What a server accepts: its settings for the opening handshake."""
-
-    process_request: ProcessRequest | None
-    subprotocols: Sequence[str]
-    #: None: any Origin. Else the Origins allowed to upgrade (see OriginRule).
-    origins: Sequence[OriginRule] | None
-    #: Called for each upgrade, before process_request, in the task running
-    #: accept_handshake: reserves a connection slot for this handshake and
-    #: returns True, or returns False when the server may take no more.
-    reserve_slot: Callable[[], bool]
-    options: Options
 
 
 class _Received:
@@ -366,8 +258,8 @@ async def _receive(stream: trio.abc.Stream) -> _Received | Refusal:
         return Refusal(Refused.HANDSHAKE_FAILED, None)
     except h11.RemoteProtocolError as exc:
         logger.debug("bad HTTP request: %s", exc)
-        status = _client_error_status(exc.error_status_hint)
-        return Refusal(Refused.BAD_REQUEST, _error(status, str(exc)))
+        status = client_error_status(exc.error_status_hint)
+        return Refusal(Refused.BAD_REQUEST, error_response(status, str(exc)))
     return _Received(trailing, h11_parsed=(conn, event))
 
 
@@ -380,10 +272,12 @@ def _screen(request: Request, policy: HandshakePolicy) -> Refusal | None:
         return None
     if policy.origins is not None and not origin_allowed(request.origin, policy.origins):
         logger.info("refused an upgrade from origin %r", request.origin)
-        return Refusal(Refused.ORIGIN, _error(403, "this Origin is not allowed"))
+        return Refusal(Refused.ORIGIN, error_response(403, "this Origin is not allowed"))
     if not policy.reserve_slot():
         retry = [("Retry-After", str(RETRY_AFTER))]
-        return Refusal(Refused.CAPACITY, _error(503, "the server is full; try again later", retry))
+        return Refusal(
+            Refused.CAPACITY, error_response(503, "the server is full; try again later", retry)
+        )
     return None
 
 
@@ -400,10 +294,10 @@ async def _process(
             result = await result
     except Exception:
         logger.exception("process_request failed for %s %s", request.method, request.target)
-        return _error(500, "the server failed to process the request")
+        return error_response(500, "the server failed to process the request")
     if result is not None and not isinstance(result, (Response, Accept)):
         logger.error("process_request returned %r; expected a Response, an Accept or None", result)
-        return _error(500, "the server failed to process the request")
+        return error_response(500, "the server failed to process the request")
     return result
 
 
@@ -418,12 +312,16 @@ def _decide(
         return Refusal(Refused.REJECTED if request.is_upgrade else Refused.HTTP, decision)
     if not request.is_upgrade:
         upgrade = [("Upgrade", "websocket")]
-        return Refusal(Refused.HTTP, _error(426, "this is a WebSocket endpoint", upgrade))
+        return Refusal(Refused.HTTP, error_response(426, "this is a WebSocket endpoint", upgrade))
     if request.method != "GET":
         allow = [("Allow", "GET")]
-        return Refusal(Refused.BAD_REQUEST, _error(405, "a WebSocket upgrade must use GET", allow))
+        return Refusal(
+            Refused.BAD_REQUEST, error_response(405, "a WebSocket upgrade must use GET", allow)
+        )
     if http_version != b"1.1":
-        return Refusal(Refused.BAD_REQUEST, _error(400, "a WebSocket upgrade needs HTTP/1.1"))
+        return Refusal(
+            Refused.BAD_REQUEST, error_response(400, "a WebSocket upgrade needs HTTP/1.1")
+        )
     return decision
 
 
@@ -458,7 +356,9 @@ def _negotiate(
 
 def _cannot_accept(request: Request) -> Refusal:
     logger.exception("cannot accept the WebSocket upgrade for %s", request.target)
-    return Refusal(Refused.REJECTED, _error(500, "the server failed to accept the upgrade"))
+    return Refusal(
+        Refused.REJECTED, error_response(500, "the server failed to accept the upgrade")
+    )
 
 
 def _negotiate_fast(
@@ -488,11 +388,16 @@ async def _open(
     request: Request,
     agreed: _Agreement,
     options: Options,
+    endpoint: WebSocketEndpoint | None,
 ) -> WebSocket:
     """Step 6, send the 101 and build the open WebSocket, whose first input
-    is whatever the client sent after its request head."""
+    is whatever the client sent after its request head (and which carries
+    the route's handler and parameters, if a router matched one)."""
     await stream.send_all(agreed.data)
     protocol = Protocol(agreed.connection, options.max_message_size, agreed.deflate)
+    routed: dict[str, Any] = {}
+    if endpoint is not None:
+        routed = {"path_params": endpoint.params, "endpoint": endpoint.handler}
     return WebSocket(
         stream,
         protocol,
@@ -500,6 +405,7 @@ async def _open(
         subprotocol=agreed.subprotocol,
         options=options,
         initial_data=received.trailing,
+        **routed,
     )
 
 
@@ -509,10 +415,22 @@ async def _upgrade(
     """Steps 2 to 6 on a request that was read: the open WebSocket, or the
     first step's refusal."""
     request = _request_of(received)
+    endpoint = None
+    if policy.routes is not None:
+        routed = await route_request(request, policy)
+        if isinstance(routed, Refusal):
+            return routed
+        policy, endpoint = routed
     refusal = _screen(request, policy)
     if refusal is not None:
         return refusal
     processed = await _process(request, policy.process_request)
+    guard = endpoint.guard if endpoint is not None else None
+    if guard is not None and request.is_upgrade and not isinstance(processed, Response):
+        assert endpoint is not None
+        guarded = await call_route_function("route guard", request, guard, endpoint.params)
+        if guarded is not None:
+            return Refusal(Refused.REJECTED, guarded)
     fast = received.fast
     decision = _decide(request, b"1.1" if fast else received.event.http_version, processed)
     if isinstance(decision, Refusal):
@@ -527,7 +445,7 @@ async def _upgrade(
         agreed = _negotiate(wsconn, request, decision, policy)
     if isinstance(agreed, Refusal):
         return agreed
-    return await _open(stream, received, request, agreed, policy.options)
+    return await _open(stream, received, request, agreed, policy.options, endpoint)
 
 
 async def accept_handshake(stream: trio.abc.Stream, policy: HandshakePolicy) -> WebSocket | str:
@@ -566,18 +484,5 @@ async def _refuse(stream: trio.abc.Stream, refusal: Refusal, received: _Received
         if received is None:
             await stream.send_all(response_bytes(refusal.response))
         else:
-            await _answer(stream, received.conn, refusal.response, head=received.head)
+            await answer(stream, received.conn, refusal.response, head=received.head)
     return refusal.outcome.value
-
-
-async def _answer(
-    stream: trio.abc.Stream, h11conn: h11.Connection, response: Response, *, head: bool = False
-) -> None:
-    """Send ``response`` (without its body when ``head``); one that h11
-    refuses, which process_request built, becomes a 500."""
-    try:
-        data = _send_response(h11conn, response, head=head)
-    except h11.LocalProtocolError:
-        logger.exception("process_request returned an invalid response")
-        data = response_bytes(_error(500, "the server built an invalid response"))
-    await stream.send_all(data)

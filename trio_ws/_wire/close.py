@@ -11,7 +11,11 @@ __all__ = ["CloseCode", "CloseInfo", "check_close_code", "check_close_reason"]
 
 
 class CloseCode(enum.IntEnum):
-    """Close codes of RFC 6455 section 7.4.1 and the IANA registry."""
+    """Close codes of RFC 6455 section 7.4.1 and the IANA registry.
+
+    An application may also use 3000-4999. What each code means, and when
+    the library uses it, is in docs/closing.md.
+    """
 
     NORMAL_CLOSURE = 1000
     GOING_AWAY = 1001
@@ -81,8 +85,9 @@ class CloseInfo:
     when the TCP connection ended without any close frame.
     """
 
-    #: The close code (see :class:`CloseCode`).
-    code: int
+    #: The close code (see :class:`CloseCode`), a plain int: an IntEnum such
+    #: as wsproto's CloseReason would print as its name on Python 3.10.
+    code: int = attrs.field(converter=int)
     #: The close reason, possibly empty.
     reason: str
     #: ``"local"`` when this side started the close, ``"peer"`` when the other did.
