@@ -170,7 +170,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the library."""
     session.install(
-        "-e", ".[redis,typed]", "mypy>=1.10", "trustme", "exceptiongroup", "pytest", "pytest-trio"
+        "-e", ".[redis]", "mypy>=1.10", "trustme", "exceptiongroup", "pytest", "pytest-trio"
     )
     session.run("mypy", "--strict", "trio_ws")
 
@@ -243,7 +243,7 @@ def packaging(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trio_ws side by side with its peers, medians and ratios."""
-    session.install("-e", ".[redis,typed]", *PEERS, "python-socketio[asyncio_client]", "redis")
+    session.install("-e", ".[redis]", *PEERS, "python-socketio[asyncio_client]", "redis")
     session.run("python", "bench/run.py", *session.posargs)
     # With each library's defaults: permessage-deflate where it negotiates it.
     session.run(

@@ -8,8 +8,8 @@ library) doing the work and strict checks on the way in: a value of the
 wrong JSON type is an error, never converted. :func:`typed` puts two codecs
 around a connection, so that a handler sends and receives instances.
 
-cattrs is an optional dependency (``pip install trio_ws[typed]``); this
-module imports it only when a codec is made.
+cattrs is one of trio_ws's dependencies; this module imports it only when
+a codec is made, so that ``import trio_ws`` does not pay for it.
 """
 
 from __future__ import annotations
@@ -112,7 +112,9 @@ def _import_cattrs() -> Any:
         import cattrs
         import cattrs.strategies
     except ImportError:
-        raise ImportError("typed messages need cattrs: pip install 'trio_ws[typed]'") from None
+        raise ImportError(
+            "typed messages need cattrs, a dependency of trio_ws: pip install cattrs"
+        ) from None
     return cattrs
 
 
@@ -368,6 +370,5 @@ def typed(
     A received message that does not match closes the connection with 1007
     and a reason naming the problem (``"chat.text: expected str"``); with
     ``on_invalid="raise"`` the handler gets :class:`InvalidMessage` to catch
-    and answer, and the connection stays open. Needs cattrs
-    (``pip install trio_ws[typed]``)."""
+    and answer, and the connection stays open."""
     return TypedWebSocket(ws, _codec(receive), _codec(send), on_invalid)
