@@ -148,7 +148,7 @@ class Server:
                     failures = AcceptFailures()
                     for listener in self.listeners:
                         await nursery.start(
-                            accept_connections, listener, nursery, self._handle_stream, failures
+                            accept_connections, listener, nursery, self.serve_stream, failures
                         )
                     for port in sorted(set(self.ports)):
                         logger.info("listening on port %d", port)
@@ -161,9 +161,11 @@ class Server:
                 listener.socket.close()  # one whose loop never started
             self._done.set()
 
-    async def _handle_stream(self, stream: trio.abc.Stream) -> None:
-        """One connection, in the task the accept loop started for it: the
-        opening handshake, the handler, the close. The handler's part is
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """One connection, in the task the accept loop started for it (or
+        on a stream handed over as if accepted: :mod:`trio_ws.testing` runs
+        in-memory streams through it): the opening handshake, the handler,
+        the close. Returns when the connection is over. The handler's part is
         written out here rather than in helpers: an idle connection waits
         under this frame, and each frame on that stack costs about 200 bytes.
         Nothing one connection does may take the server down.
@@ -250,13 +252,6 @@ class Server:
             stream = trio.SSLStream(stream, self._ssl_context, server_side=True)
             await stream.do_handshake()
         return await accept_handshake(stream, self._policy)
-
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Run one connection on ``stream`` as if a listener had accepted it:
-        the opening handshake, the handler, the close (for
-        :mod:`trio_ws.testing`, which hands over in-memory streams). Returns
-        when the connection is over; the stream is closed on every path."""
-        await self._handle_stream(stream)
 
 
 async def serve(
