@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from .._errors import HandshakeTimeout
 from .._http import HeadersLike
 from .._options import ConnectionOptions, Options, options_from
 from .client_handshake import open_websocket_stream
+from .dial import ProxySetting, Route
 from .owner import OwnedNursery, close_for_exit, exit_close_frame
 from .url import parse_url
 
@@ -32,17 +34,13 @@ async def _open(
     url: str,
     subprotocols: Sequence[str],
     headers: HeadersLike,
-    ssl_context: ssl.SSLContext | None,
+    route: Route,
     options: Options,
 ) -> WebSocket:
     parsed = parse_url(url)
     with trio.move_on_after(options.open_seconds) as scope:
         return await open_websocket_stream(
-            parsed,
-            subprotocols=subprotocols,
-            headers=headers,
-            ssl_context=ssl_context,
-            options=options,
+            parsed, subprotocols=subprotocols, headers=headers, route=route, options=options
         )
     assert scope.cancelled_caught
     raise HandshakeTimeout(f"{url}: not connected within open_timeout={options.open_timeout}s")
@@ -75,6 +73,16 @@ class connect:
     (Origin, Cookie, Authorization...). ``ssl_context`` is used for ``wss://``
     (default: ``ssl.create_default_context()``).
 
+    ``proxy``: by default (True) a forward proxy is taken from the
+    environment as other Python clients do (``HTTPS_PROXY`` for ``wss://``,
+    ``HTTP_PROXY`` for ``ws://``, then ``ALL_PROXY``; ``NO_PROXY`` lists
+    hosts reached directly); a URL (``http://user:pass@host:port`` for HTTP
+    CONNECT, ``socks5://`` or ``socks5h://`` with the ``trio_ws[socks]``
+    extra) names one; None always connects directly. ``unix_path``
+    connects to a Unix socket instead of the URL's host and port, which
+    still give the Host header and, for ``wss://``, the name TLS checks
+    (see docs/proxies.md and docs/unix-sockets.md).
+
     ``**options`` are the connection options, each described under
     :class:`Options` and typed by :class:`ConnectionOptions`:
     ``open_timeout``, ``close_timeout``, ``max_message_size``, ``max_queue``,
@@ -91,12 +99,14 @@ class connect:
         subprotocols: Sequence[str] = (),
         headers: HeadersLike = (),
         ssl_context: ssl.SSLContext | None = None,
+        proxy: ProxySetting = True,
+        unix_path: str | os.PathLike[str] | None = None,
         **options: Unpack[ConnectionOptions],
     ) -> None:
         self._url = url
         self._subprotocols = subprotocols
         self._headers = headers
-        self._ssl_context = ssl_context
+        self._route = Route(ssl_context, proxy, unix_path)
         self._options = options_from(options, connect)
         self._ws: WebSocket | None = None
         self._owner = OwnedNursery()
@@ -113,7 +123,7 @@ class connect:
     async def _open_websocket(self) -> WebSocket:
         """The opening handshake (for trio_ws.testing to do over memory)."""
         return await _open(
-            self._url, self._subprotocols, self._headers, self._ssl_context, self._options
+            self._url, self._subprotocols, self._headers, self._route, self._options
         )
 
     async def __aexit__(
@@ -133,12 +143,12 @@ async def _run_client(
     url: str,
     subprotocols: Sequence[str],
     headers: HeadersLike,
-    ssl_context: ssl.SSLContext | None,
+    route: Route,
     options: Options,
     *,
     task_status: trio.TaskStatus[WebSocket] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    ws = await _open(url, subprotocols, headers, ssl_context, options)
+    ws = await _open(url, subprotocols, headers, route, options)
     async with trio.open_nursery() as nursery:
         error: BaseException | None = None
         try:
@@ -157,6 +167,8 @@ async def start_connection(
     subprotocols: Sequence[str] = (),
     headers: HeadersLike = (),
     ssl_context: ssl.SSLContext | None = None,
+    proxy: ProxySetting = True,
+    unix_path: str | os.PathLike[str] | None = None,
     **options: Unpack[ConnectionOptions],
 ) -> WebSocket:
     """Open a client connection whose background tasks run in ``nursery``,
@@ -178,6 +190,7 @@ async def start_connection(
     ``compression``), checked before anything starts in ``nursery``.
     """
     settings = options_from(options, start_connection)
-    runner = functools.partial(_run_client, url, subprotocols, headers, ssl_context, settings)
+    route = Route(ssl_context, proxy, unix_path)
+    runner = functools.partial(_run_client, url, subprotocols, headers, route, settings)
     ws: WebSocket = await nursery.start(runner)
     return ws

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import ssl
 from collections.abc import Sequence
 
 import attrs
@@ -16,7 +14,7 @@ from wsproto.extensions import Extension
 
 from .._conn.connection import WebSocket
 from .._conn.reader import READ_SIZE
-from .._errors import ConnectFailed, ConnectionRejected, InvalidHandshake, TLSError
+from .._errors import ConnectFailed, ConnectionRejected, InvalidHandshake
 from .._http import Headers, HeadersLike, Request, Response
 from .._options import Options
 from .._wire.deflate import DeflateExtension
@@ -29,6 +27,7 @@ from .._wire.upgrade import (
     split_head,
     upgrade_request,
 )
+from .dial import Route, open_stream
 from .url import WebSocketURL, parse_url
 
 __all__ = ["handshake_on_stream", "open_websocket_stream"]
@@ -58,54 +57,6 @@ _RESERVED = frozenset(
 )
 
 
-async def _connect_tcp(host: str, port: int) -> trio.SocketStream:
-    """TCP to ``host``:``port``. An IP address is dialled directly; a name
-    goes through ``trio.open_tcp_stream``, which tries each of its
-    addresses (Happy Eyeballs): a nursery and a task per attempt that a
-    single address does not need."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return await trio.open_tcp_stream(host, port)
-    ((family, kind, proto, _, address),) = await trio.socket.getaddrinfo(
-        host, port, type=trio.socket.SOCK_STREAM
-    )
-    sock = trio.socket.socket(family, kind, proto)
-    try:
-        await sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
-
-
-async def _open_stream(url: WebSocketURL, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
-    try:
-        tcp = await _connect_tcp(url.host, url.port)
-    except OSError as exc:
-        raise ConnectFailed(f"cannot connect to {url.host}:{url.port}: {exc}") from exc
-    if not url.secure:
-        return tcp
-    context = ssl_context if ssl_context is not None else ssl.create_default_context()
-    stream = trio.SSLStream(tcp, context, server_hostname=url.host)
-    try:
-        await stream.do_handshake()
-    except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(tcp)
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLError) and not isinstance(
-            cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)
-        ):
-            raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {cause}") from exc
-        raise ConnectFailed(
-            f"connection to {url.host}:{url.port} lost during the TLS handshake"
-        ) from exc
-    except BaseException:
-        await trio.aclose_forcefully(tcp)
-        raise
-    return stream
-
-
 def _request_headers(url: WebSocketURL, headers: HeadersLike) -> Headers:
     extra = Headers(headers)
     for name, _ in extra:
@@ -124,15 +75,16 @@ async def open_websocket_stream(
     *,
     subprotocols: Sequence[str],
     headers: HeadersLike,
-    ssl_context: ssl.SSLContext | None,
+    route: Route,
     options: Options,
 ) -> WebSocket:
-    """Connect and complete the opening handshake. Not bounded in time: the
-    caller applies ``open_timeout``. Raises a :class:`HandshakeError`."""
+    """Connect (as ``route`` says) and complete the opening handshake. Not
+    bounded in time: the caller applies ``open_timeout``. Raises a
+    :class:`HandshakeError`."""
     request_headers = _request_headers(url, headers)
     if isinstance(subprotocols, str):
         raise TypeError("subprotocols is a sequence of names, not one string")
-    stream = await _open_stream(url, ssl_context)
+    stream = await open_stream(url, route)
     try:
         return await _handshake(stream, url, list(subprotocols), request_headers, options)
     except BaseException:
