@@ -14,6 +14,16 @@ from redis_server import RedisServer, redis_binary
 
 import trio_ws
 
+#: The tests connect to loopback and expect to get there directly, but
+#: connect() takes a proxy from the environment by default: a developer's
+#: HTTPS_PROXY must not apply to them (it may still be needed by pip, so it
+#: stays). Set at import, before tests/processes.py copies os.environ for
+#: the programs it starts; tests/test_proxy.py sets its own variables.
+for _name in ("no_proxy", "NO_PROXY"):
+    os.environ[_name] = ",".join(
+        filter(None, ["localhost,127.0.0.0/8,::1", os.environ.get(_name)])
+    )
+
 #: For the interoperability tests with websockets.trio, new in websockets 17,
 #: which needs Python 3.11 (pyproject.toml installs websockets 16 on 3.10).
 needs_websockets_trio = pytest.mark.skipif(

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidHandshake",
     "InvalidURL",
     "PoolTimeout",
+    "ProxyError",
     "ReconnectFailed",
     "TLSError",
     "WebSocketError",
@@ -75,6 +76,38 @@ class ConnectionRejected(HandshakeError):
         self.headers = headers
         #: The response body (possibly truncated at 64 KiB).
         self.body = body
+
+
+class ProxyError(HandshakeError):
+    """The forward proxy would not open a tunnel to the server: it answered
+    HTTP ``CONNECT`` with a status other than 2xx (407: credentials missing or
+    wrong, 403: not allowed, 502/503/504: it could not reach the server...),
+    its SOCKS negotiation failed (authentication, rules, the server
+    unreachable or refusing), or it hung up or answered something that is
+    neither. An unreachable proxy is a :class:`ConnectFailed` naming the
+    proxy instead, like an unreachable server."""
+
+    def __init__(
+        self, proxy: str, reason: str, status_code: int | None = None, *, retryable: bool = False
+    ) -> None:
+        if status_code is not None:
+            super().__init__(
+                f"proxy {proxy} refused CONNECT: HTTP {status_code} {reason}".rstrip()
+            )
+        else:
+            super().__init__(f"proxy {proxy}: {reason}")
+        #: The proxy's URL, without its password.
+        self.proxy = proxy
+        #: The status code of the proxy's answer to ``CONNECT``; None for a
+        #: SOCKS proxy, and for a proxy that answered no status at all.
+        self.status_code = status_code
+        #: What went wrong: the HTTP reason phrase, or the SOCKS error.
+        self.reason = reason
+        #: True when trying again later may succeed (the proxy could not
+        #: reach the server, or hung up without an answer); False when the
+        #: proxy refused us (credentials, rules, an unsupported request).
+        #: :func:`reconnect` retries only the retryable ones.
+        self.retryable = retryable
 
 
 class ReconnectFailed(HandshakeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import ssl
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import trio
 from .._conn.connection import WebSocket
 from .._conn.lifecycle import close_explained
 from .._endpoints.client import start_connection
+from .._endpoints.dial import ProxySetting, Route
 from .._endpoints.owner import OwnedNursery, exit_close_frame
 from .._errors import PoolTimeout, consists_of
 from .._http import HeadersLike
@@ -79,6 +81,8 @@ class ConnectionPool:
         subprotocols: Sequence[str],
         headers: HeadersLike,
         ssl_context: ssl.SSLContext | None,
+        proxy: ProxySetting = True,
+        unix_path: str | os.PathLike[str] | None = None,
         options: ConnectionOptions,
     ) -> None:
         if (
@@ -105,6 +109,9 @@ class ConnectionPool:
         self._subprotocols = subprotocols
         self._headers = headers
         self._ssl_context = ssl_context
+        Route(ssl_context, proxy, unix_path)  # checks them now, as connect() does
+        self._proxy = proxy
+        self._unix_path = unix_path
         self._options = options
         self._nursery: trio.Nursery | None = None
         self._owner = OwnedNursery()
@@ -268,6 +275,8 @@ class ConnectionPool:
                 subprotocols=self._subprotocols,
                 headers=self._headers,
                 ssl_context=self._ssl_context,
+                proxy=self._proxy,
+                unix_path=self._unix_path,
                 **self._options,
             )
         except BaseException:
@@ -433,6 +442,8 @@ def open_pool(
     subprotocols: Sequence[str] = (),
     headers: HeadersLike = (),
     ssl_context: ssl.SSLContext | None = None,
+    proxy: ProxySetting = True,
+    unix_path: str | os.PathLike[str] | None = None,
     **options: Unpack[ConnectionOptions],
 ) -> ConnectionPool:
     """A pool of client connections, for an ``async with`` block::
@@ -456,8 +467,9 @@ def open_pool(
     task; ``acquire`` then raises ``trio.ClosedResourceError``. Exceptions
     from the block come out unchanged, never in an ExceptionGroup.
 
-    ``subprotocols``, ``headers``, ``ssl_context`` and ``**options`` are
-    those of :func:`connect`, used for every connection: the options are the
+    ``subprotocols``, ``headers``, ``ssl_context``, ``proxy``, ``unix_path``
+    and ``**options`` are those of :func:`connect`, used for every
+    connection; the options are the
     connection options of :class:`Options` (``open_timeout``,
     ``close_timeout``, ``max_message_size``, ``max_queue``,
     ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``,
@@ -470,5 +482,7 @@ def open_pool(
         subprotocols=subprotocols,
         headers=headers,
         ssl_context=ssl_context,
+        proxy=proxy,
+        unix_path=unix_path,
         options=options,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import ssl
 import sys
@@ -15,11 +16,13 @@ import trio
 
 from .._conn.connection import WebSocket
 from .._endpoints.client import start_connection
+from .._endpoints.dial import ProxySetting, Route
 from .._endpoints.owner import OwnedNursery, close_for_exit
 from .._errors import (
     ConnectFailed,
     ConnectionRejected,
     HandshakeTimeout,
+    ProxyError,
     ReconnectFailed,
 )
 from .._http import HeadersLike
@@ -86,6 +89,8 @@ class Backoff:
 
 
 def _default_retry(error: BaseException) -> bool:
+    if isinstance(error, ProxyError):
+        return error.retryable
     if isinstance(error, ConnectionRejected):
         return 500 <= error.status_code <= 599
     return isinstance(error, (ConnectFailed, HandshakeTimeout))
@@ -123,6 +128,8 @@ class Reconnecting:
         subprotocols: Sequence[str],
         headers: HeadersLike,
         ssl_context: ssl.SSLContext | None,
+        proxy: ProxySetting = True,
+        unix_path: str | os.PathLike[str] | None = None,
         options: ConnectionOptions,
     ) -> None:
         if max_attempts is not None and (
@@ -144,6 +151,9 @@ class Reconnecting:
         self._subprotocols = subprotocols
         self._headers = headers
         self._ssl_context = ssl_context
+        Route(ssl_context, proxy, unix_path)  # checks them now, as connect() does
+        self._proxy = proxy
+        self._unix_path = unix_path
         self._options = options
         self._nursery: trio.Nursery | None = None
         self._owner = OwnedNursery()
@@ -155,8 +165,9 @@ class Reconnecting:
         self._busy = False
 
     #: The default retry policy, usable in your own ``retry`` function:
-    #: True for :class:`ConnectFailed`, :class:`HandshakeTimeout` and a
-    #: :class:`ConnectionRejected` with a 5xx status; False for anything else.
+    #: True for :class:`ConnectFailed`, :class:`HandshakeTimeout`, a
+    #: :class:`ConnectionRejected` with a 5xx status and a :class:`ProxyError`
+    #: that is ``retryable``; False for anything else.
     default_retry = staticmethod(_default_retry)
 
     @property
@@ -257,6 +268,8 @@ class Reconnecting:
                     subprotocols=self._subprotocols,
                     headers=self._headers,
                     ssl_context=self._ssl_context,
+                    proxy=self._proxy,
+                    unix_path=self._unix_path,
                     **self._options,
                 )
             except Exception as error:
@@ -301,6 +314,8 @@ def reconnect(
     subprotocols: Sequence[str] = (),
     headers: HeadersLike = (),
     ssl_context: ssl.SSLContext | None = None,
+    proxy: ProxySetting = True,
+    unix_path: str | os.PathLike[str] | None = None,
     **options: Unpack[ConnectionOptions],
 ) -> Reconnecting:
     """Connect to ``url``, and connect again whenever the connection is lost::
@@ -323,9 +338,11 @@ def reconnect(
 
     **Retries.** A failed attempt is retried when ``retry(error)`` is true.
     By default (:meth:`Reconnecting.default_retry`) that is for
-    :class:`ConnectFailed`, :class:`HandshakeTimeout` and a
-    :class:`ConnectionRejected` with a 5xx status: failures that may go away
-    by themselves. A 4xx rejection, :class:`TLSError`,
+    :class:`ConnectFailed`, :class:`HandshakeTimeout`, a
+    :class:`ConnectionRejected` with a 5xx status and a :class:`ProxyError`
+    whose ``retryable`` is true (the proxy could not reach the server):
+    failures that may go away by themselves. A 4xx rejection, a proxy
+    refusing the credentials, :class:`TLSError`,
     :class:`InvalidHandshake` and :class:`InvalidURL` are raised at once:
     trying again would fail again. Before each retry the wait is drawn from
     ``backoff`` (see :class:`Backoff`), a WARNING is logged on the
@@ -353,8 +370,10 @@ def reconnect(
     safe: nothing is left behind, and the block closes the connection as
     above.
 
-    ``subprotocols``, ``headers``, ``ssl_context`` and ``**options`` are
-    those of :func:`connect`, used for every connection: the options are the
+    ``subprotocols``, ``headers``, ``ssl_context``, ``proxy``, ``unix_path``
+    and ``**options`` are those of :func:`connect`, used for every
+    connection (with ``proxy=True``, the environment is read again at each
+    attempt); the options are the
     connection options of :class:`Options` (``open_timeout``,
     ``close_timeout``, ``max_message_size``, ``max_queue``,
     ``max_queue_bytes``, ``ping_interval``, ``ping_timeout``, ``frame_size``,
@@ -371,5 +390,7 @@ def reconnect(
         subprotocols=subprotocols,
         headers=headers,
         ssl_context=ssl_context,
+        proxy=proxy,
+        unix_path=unix_path,
         options=options,
     )

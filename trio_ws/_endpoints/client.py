@@ -64,8 +64,9 @@ class connect:
     Any failure before the connection is open raises one
     :class:`HandshakeError` subclass: :class:`ConnectFailed` (refused, reset,
     closed), :class:`TLSError`, :class:`ConnectionRejected` (an HTTP answer
-    other than 101), :class:`InvalidHandshake`, or :class:`HandshakeTimeout`
-    after ``open_timeout`` seconds.
+    other than 101), :class:`InvalidHandshake`, :class:`ProxyError` (a
+    forward proxy refused the tunnel), or :class:`HandshakeTimeout` after
+    ``open_timeout`` seconds, which bound the whole opening, proxy included.
 
     ``url`` is ``ws://`` or ``wss://``, with optional port, path, query and
     ``user:password@`` (sent as Basic authentication). ``subprotocols`` are
@@ -74,11 +75,17 @@ class connect:
     (default: ``ssl.create_default_context()``).
 
     ``proxy``: by default (True) a forward proxy is taken from the
-    environment as other Python clients do (``HTTPS_PROXY`` for ``wss://``,
-    ``HTTP_PROXY`` for ``ws://``, then ``ALL_PROXY``; ``NO_PROXY`` lists
-    hosts reached directly); a URL (``http://user:pass@host:port`` for HTTP
-    CONNECT, ``socks5://`` or ``socks5h://`` with the ``trio_ws[socks]``
-    extra) names one; None always connects directly. ``unix_path``
+    environment at each attempt, as other Python clients do
+    (``https_proxy``/``HTTPS_PROXY`` for ``wss://``,
+    ``http_proxy``/``HTTP_PROXY`` for ``ws://``, then
+    ``all_proxy``/``ALL_PROXY``, lower case first; ``NO_PROXY`` lists hosts
+    reached directly, loopback included only if listed); a URL names one,
+    used whatever ``NO_PROXY`` says (``http://user:pass@host:port`` for HTTP
+    CONNECT, ``https://`` for TLS to the proxy too, ``socks5://``,
+    ``socks5h://`` (resolved by the proxy), ``socks4://`` or ``socks4a://``
+    with the ``trio_ws[socks]`` extra); None or False always connects
+    directly. A proxy URL that cannot be used raises :class:`InvalidURL`
+    when ``connect()`` is called. ``unix_path``
     connects to a Unix socket instead of the URL's host and port, which
     still give the Host header and, for ``wss://``, the name TLS checks
     (see docs/proxies.md and docs/unix-sockets.md).

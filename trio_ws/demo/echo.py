@@ -54,15 +54,17 @@ async def run_server(
 # -- connect -----------------------------------------------------------------
 
 
-async def run_client(url: str, read_line: Callable[[], str], out: TextIO) -> None:
+async def run_client(
+    url: str, read_line: Callable[[], str], out: TextIO, *, proxy: str | bool | None = True
+) -> None:
     """Send each line read with ``read_line`` (a blocking function, run in a
     thread) and print what arrives, until end of input (close with 1000), the
     server closes, or this is cancelled (close with 1001); then print how the
-    connection closed. Raises ``HandshakeError`` or ``InvalidURL`` if it
-    cannot connect."""
+    connection closed. ``proxy`` is connect()'s. Raises ``HandshakeError`` or
+    ``InvalidURL`` if it cannot connect."""
     ws: trio_ws.WebSocket | None = None
     try:
-        async with trio_ws.connect(url) as ws:
+        async with trio_ws.connect(url, proxy=proxy) as ws:
             print(f"connected to {url}; type messages, Ctrl-D to close", file=out, flush=True)
             async with trio.open_nursery() as nursery:
 
