@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .._endpoints.forwarded import X_FORWARDED_FOR
 from .._endpoints.server import Handler, Server, check_serve_arguments, serve, serve_listeners
 from .._endpoints.server_handshake import OriginRule, ProcessRequest
 from .._options import ConnectionOptions
@@ -82,6 +83,8 @@ class Worker:
         origins: Sequence[OriginRule] | None = None,
         max_connections: int | None = None,
         backlog: int | None = None,
+        trusted_proxies: Sequence[str] | None = None,
+        forwarded_header: str = X_FORWARDED_FOR,
         task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
         **options: Unpack[ConnectionOptions],
     ) -> None:
@@ -119,6 +122,8 @@ class Worker:
             origins=origins,
             max_connections=max_connections,
             backlog=backlog,
+            trusted_proxies=trusted_proxies,
+            forwarded_header=forwarded_header,
             **options,
         )
         lifeline = trio.socket.from_stdlib_socket(socket.socket(fileno=self.lifeline))

@@ -23,6 +23,7 @@ from .._wire.close import CloseCode
 from .._wire.events import CloseReceived, Failure, Incoming, PingReceived, PongReceived
 from .close_state import Action, CloseState
 from .delivery import Delivery
+from .idle_cut import explain_idle_cut, idle_cut_seconds
 from .keepalive import Keepalive, Ping, Step
 from .reader import Reader
 from .writer import STREAM_ERRORS, Kind, NotOpen, Writer
@@ -37,6 +38,7 @@ __all__ = [
     "delivery_of",
     "endpoint_of",
     "run_owned",
+    "set_client_address",
     "start_background",
     "traffic_of",
 ]
@@ -175,6 +177,11 @@ class Lifecycle:
             self._act(action)
 
     def _on_eof(self, error: BaseException | None) -> None:
+        if not self._client and not self._state.closing:
+            # Ended with no close frame either way: a proxy's idle timeout?
+            idle = idle_cut_seconds(self._stream)
+            if idle is not None:
+                explain_idle_cut(self._log, idle, self._options.ping_interval)
         self._act(self._state.stream_ended(error))
 
     def _on_broken(self, error: BaseException) -> None:
@@ -388,6 +395,12 @@ async def close_explained(ws: WebSocket, code: int, reason: str, cause: str | No
 def traffic_of(ws: WebSocket) -> Traffic:
     """``ws``'s traffic counters (for a server's totals)."""
     return ws._traffic()
+
+
+def set_client_address(ws: WebSocket, address: object) -> None:
+    """Make ``address`` ``ws.remote_address`` (a client named by a trusted
+    proxy; ``ws.peer_address`` stays the socket's). Set once, at accept."""
+    ws._remote = address
 
 
 def connection_log(ws: WebSocket) -> logging.LoggerAdapter:  # type: ignore[type-arg]

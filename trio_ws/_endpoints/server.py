@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._conn.connection import WebSocket
-from .._conn.lifecycle import close_explained, connection_log, start_background, traffic_of
+from .._conn.lifecycle import (
+    close_explained,
+    connection_log,
+    set_client_address,
+    start_background,
+    traffic_of,
+)
 from .._errors import ConnectionClosed, consists_of, split_off
 from .._options import ConnectionOptions, Options, options_from
 from .._stats import ServerStats, Traffic, total
 from .._wire.close import CloseCode
 from .accept import AcceptFailures, accept_connections
+from .forwarded import X_FORWARDED_FOR, TrustedProxies, trusted_proxies_from
 from .routes import Routes
 from .server_handshake import HandshakePolicy, OriginRule, ProcessRequest, accept_handshake
 
@@ -59,8 +66,11 @@ class Server:
         origins: Sequence[OriginRule] | None,
         max_connections: int | None,
         options: Options,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self._handler = handler
+        # Who may name the client (see forwarded.py); None: nobody.
+        self._trusted = trusted_proxies
         #: The listening sockets.
         self.listeners = listeners
         self._ssl_context = ssl_context
@@ -96,8 +106,25 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The port of the first TCP listener: the one to use after ``port=0``."""
-        return self.ports[0]
+        """The port of the first TCP listener: the one to use after ``port=0``
+        (IndexError for a server without one, such as ``serve_unix``'s)."""
+        ports = self.ports
+        if not ports:
+            raise IndexError("this server has no TCP listener (a Unix socket? see unix_path)")
+        return ports[0]
+
+    @property
+    def unix_path(self) -> str | None:
+        """The path of the first Unix-socket listener (``serve_unix``), or
+        None. An abstract socket's name starts with ``"\\0"``."""
+        for listener in self.listeners:
+            if listener.socket.family == getattr(socket, "AF_UNIX", None):
+                try:
+                    name = listener.socket.getsockname()
+                except OSError:  # closed: the server stopped
+                    return None
+                return name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+        return None
 
     @property
     def connections(self) -> frozenset[WebSocket]:
@@ -183,6 +210,8 @@ class Server:
             # No checkpoint since _open released the slot: it is this connection's.
             self._accepted += 1
             self._connections.add(ws)
+            if self._trusted is not None:
+                set_client_address(ws, self._trusted.client(ws.peer_address, ws.request.headers))
             try:
                 async with trio.open_nursery() as nursery:
                     start_background(ws, nursery)
@@ -266,6 +295,8 @@ async def serve(
     max_connections: int | None = None,
     backlog: int | None = None,
     reuse_port: bool = False,
+    trusted_proxies: Sequence[str] | None = None,
+    forwarded_header: str = X_FORWARDED_FOR,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
     **options: Unpack[ConnectionOptions],
 ) -> None:
@@ -310,7 +341,17 @@ async def serve(
     them (on Linux; see docs/workers.md). It is meant with an explicit
     ``port``: with ``port=0`` each server gets a port of its own. It raises
     ValueError where the platform has no ``SO_REUSEPORT``.
-    To serve on sockets opened some other way, see :func:`serve_listeners`.
+    To serve on sockets opened some other way, see :func:`serve_listeners`;
+    on a Unix socket, :func:`serve_unix`.
+
+    ``trusted_proxies`` (None by default: nobody) lists the reverse proxies
+    whose word on the client's address is believed: addresses and networks
+    (``"127.0.0.1"``, ``"10.0.0.0/8"``, ``"::1"``) and ``"unix"`` for peers on
+    a Unix socket. For a connection from one of them, ``ws.remote_address``
+    is the client its ``forwarded_header`` names (``"X-Forwarded-For"``, the
+    default, or ``"Forwarded"``, RFC 7239), read from the right, past every
+    trusted hop; ``ws.peer_address`` stays the socket's peer (see
+    docs/deployment.md).
 
     ``**options`` are the connection options every connection of the server
     uses, each described under :class:`Options` and typed by
@@ -327,6 +368,7 @@ async def serve(
         raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT")
     # Before binding: no port taken for nothing.
     check_serve_arguments(max_connections, options, serve)
+    trusted_proxies_from(trusted_proxies, forwarded_header)
     if reuse_port:
         listeners = await _open_reuse_port_listeners(host, port, backlog)
     else:
@@ -339,6 +381,8 @@ async def serve(
         subprotocols=subprotocols,
         origins=origins,
         max_connections=max_connections,
+        trusted_proxies=trusted_proxies,
+        forwarded_header=forwarded_header,
         task_status=task_status,
         **options,
     )
@@ -367,6 +411,8 @@ async def serve_listeners(
     subprotocols: Sequence[str] = (),
     origins: Sequence[OriginRule] | None = None,
     max_connections: int | None = None,
+    trusted_proxies: Sequence[str] | None = None,
+    forwarded_header: str = X_FORWARDED_FOR,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
     **options: Unpack[ConnectionOptions],
 ) -> None:
@@ -398,6 +444,7 @@ async def serve_listeners(
         if not owned:
             raise ValueError("serve_listeners() needs at least one listener")
         settings = check_serve_arguments(max_connections, options, serve_listeners)
+        trusted = trusted_proxies_from(trusted_proxies, forwarded_header)
         server = Server(
             handler,
             owned,
@@ -407,6 +454,7 @@ async def serve_listeners(
             origins=origins,
             max_connections=max_connections,
             options=settings,
+            trusted_proxies=trusted,
         )
     except BaseException:
         for listener in owned:
