@@ -25,7 +25,7 @@ from .message_stream import MessageStream
 from .reader import Reader
 from .writer import Kind, NotOpen, Writer
 
-__all__ = ["WebSocket"]
+__all__ = ["BridgedStream", "WebSocket"]
 
 logger = logging.getLogger("trio_ws")
 
@@ -33,6 +33,18 @@ _ids = itertools.count(1)
 
 #: The path parameters of a connection that no router accepted.
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
+
+class BridgedStream(trio.abc.Stream):
+    """A stream standing in for a socket that another server owns (the pipe
+    of ``trio_ws.asgi``): it knows that socket's addresses, and the
+    connection's pings are that server's, so :meth:`WebSocket.ping` raises."""
+
+    #: Who owns the real connection, for error messages (``"the ASGI server"``).
+    owner = "another server"
+    #: The real socket's addresses, as ``local_address``/``remote_address`` give them.
+    sockname: Any = None
+    peername: Any = None
 
 
 def _address(stream: trio.abc.Stream, which: Literal["sockname", "peername"]) -> Any:
@@ -43,6 +55,8 @@ def _address(stream: trio.abc.Stream, which: Literal["sockname", "peername"]) ->
             return getattr(stream.socket, "get" + which)()
         except OSError:
             return None
+    if isinstance(stream, BridgedStream):
+        return getattr(stream, which)
     return None
 
 
@@ -67,6 +81,7 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
     __slots__ = (
         "_endpoint",
         "_protocol",
+        "_remote",
         "_stream_lot",
         "_stream_sender",
         "path_params",
@@ -104,6 +119,9 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         #: The path parameters of the route that accepted the connection
         #: (see :class:`Router`); empty without a router, and on the client.
         self.path_params = path_params
+        # The client's address when a trusted proxy named it (set once, at
+        # accept: lifecycle.set_client_address); None: the socket's peer.
+        self._remote: Any = None
         # The route's handler (run by the router: lifecycle.endpoint_of).
         self._endpoint = endpoint
         self._nursery: trio.Nursery | None = None
@@ -158,7 +176,18 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
 
     @property
     def remote_address(self) -> Any:
-        """The peer's socket address, ``(host, port)`` for TCP, or None."""
+        """The client's address: the socket's peer (``(host, port)`` for
+        TCP, a path for a Unix socket, or None), except on a server with
+        ``trusted_proxies`` where a trusted proxy named the client in its
+        forwarding header: then ``(host, port)`` from that header, port 0
+        when it gave none (see docs/deployment.md)."""
+        remote = self._remote
+        return remote if remote is not None else _address(self._stream, "peername")
+
+    @property
+    def peer_address(self) -> Any:
+        """The socket's own peer address, whatever a proxy's header says:
+        the proxy's address behind one (see :attr:`remote_address`)."""
         return _address(self._stream, "peername")
 
     @property
@@ -375,8 +404,15 @@ class WebSocket(Lifecycle, trio.abc.Channel[Message]):
         A random 4-byte payload is used when none is given. A pong answers its
         ping and every earlier one (peers may skip pongs). Cancellation: safe;
         the ping may already have been sent, and its pong is then ignored.
-        Raises :class:`ConnectionClosed` if the connection closes first.
+        Raises :class:`ConnectionClosed` if the connection closes first, and
+        RuntimeError on a connection served through ``trio_ws.asgi`` (the
+        ASGI server owns pings there).
         """
+        if isinstance(self._stream, BridgedStream):
+            raise RuntimeError(
+                f"ping() cannot work here: {self._stream.owner} owns this connection's "
+                "pings and pongs (configure keepalive there)"
+            )
         payload = bytes(payload)
         if len(payload) > 125:
             raise ValueError("a ping payload is at most 125 bytes")
