@@ -243,7 +243,15 @@ def packaging(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: trio_ws side by side with its peers, medians and ratios."""
-    session.install("-e", ".[redis]", *PEERS, "python-socketio[asyncio_client]", "redis")
+    session.install(
+        "-e",
+        ".[redis]",
+        *PEERS,
+        "python-socketio[asyncio_client]",
+        "redis",
+        "hypercorn",
+        "starlette",
+    )
     session.run("python", "bench/run.py", *session.posargs)
     # With each library's defaults: permessage-deflate where it negotiates it.
     session.run(
@@ -260,6 +268,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/handshake.py", *quick)
     session.run("python", "bench/routing.py", *quick)
     session.run("python", "bench/typed.py", *quick)
+    session.run("python", "bench/asgi.py", *quick)
     session.run("python", "bench/fanout.py", *quick)
     session.run("python", "bench/fanout.py", "--compression", *quick)
     session.run("python", "bench/memory.py", *(["--connections", "50"] if quick else []))

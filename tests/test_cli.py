@@ -515,3 +515,58 @@ def test_redis_without_its_extra(
     assert error.startswith("python -m trio_ws chat: error: RedisBackplane needs the coredis")
     assert "pip install 'trio_ws[redis]'" in error
     assert error.count("\n") == 1
+
+
+# -- connect --proxy ---------------------------------------------------------------------
+
+
+def _one_answer_proxy(answer: bytes) -> tuple[socket.socket, threading.Thread]:
+    """An HTTP proxy in a thread that reads one request and sends ``answer``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request and (data := conn.recv(4096)):
+                request += data
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_connect_through_a_proxy_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refusing proxy is exit status 4, like a refusing network; the error
+    names the proxy (without its password), not the server."""
+    listener, thread = _one_answer_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+    with listener:
+        port = listener.getsockname()[1]
+        proxy = f"http://ann:secret@127.0.0.1:{port}"
+        assert _cli.main(["connect", "ws://ws.example/", "--proxy", proxy]) == 4
+        thread.join(TIMEOUT)
+    assert capsys.readouterr().err == (
+        f"python -m trio_ws connect: error: proxy http://ann@127.0.0.1:{port} "
+        "refused CONNECT: HTTP 403 Forbidden\n"
+    )
+    # An unknown scheme is a bad URL (3); a SOCKS proxy without python-socks, 1.
+    assert _cli.main(["connect", "ws://ws.example/", "--proxy", "ftp://h"]) == 3
+    assert "'ftp://h' is not a proxy URL" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "python_socks", None)  # not installed
+    assert _cli.main(["connect", "ws://ws.example/", "--proxy", "socks5h://h"]) == 1
+    assert capsys.readouterr().err == (
+        "python -m trio_ws connect: error: the SOCKS proxy socks5h://h:1080 needs "
+        "python-socks: pip install 'trio_ws[socks]'\n"
+    )
+    # --proxy none: directly, whatever the environment says.
+    sock, refused = refused_port()
+    with sock:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("no_proxy", "")  # conftest.py's loopback entries
+        assert _cli.main(["connect", f"ws://127.0.0.1:{refused}/", "--proxy", "none"]) == 4
+        assert f"cannot connect to 127.0.0.1:{refused}: " in capsys.readouterr().err
+        assert _cli.main(["connect", f"ws://127.0.0.1:{refused}/"]) == 4
+        assert "cannot connect to the proxy http://127.0.0.1:9: " in capsys.readouterr().err

@@ -30,6 +30,9 @@ TESTED = {
     "background_connection.py",
     "tls_echo.py",
     "reconnecting_client.py",
+    "unix_socket_echo.py",
+    "client_via_proxy.py",
+    "asgi_app.py",  # run, and served by the hypercorn command, in test_asgi.py
 }
 
 
@@ -289,6 +292,35 @@ def test_reconnecting_client_carries_on_across_a_restart() -> None:
     assert "Traceback" not in result.stderr
 
 
+# -- client_via_proxy.py -----------------------------------------------------
+
+
+def test_client_via_proxy() -> None:
+    out = ok(run("client_via_proxy.py"))
+    match = re.match(
+        r"echo server on ws://127\.0\.0\.1:\d+/, HTTP proxy on 127\.0\.0\.1:(\d+)\n", out
+    )
+    assert match, out
+    proxy = f"http://demo@127.0.0.1:{match[1]}"
+    assert "  sent 'hello', got back 'hello'\n  sent 'wörld', got back 'wörld'\n" in out
+    assert out.endswith(
+        "with a wrong password:\n"
+        f"  ProxyError: proxy {proxy} refused CONNECT: HTTP 407 Proxy Authentication Required"
+        " (the credentials in the proxy URL were refused)\n"
+        f"  proxy='{proxy}' status_code=407\n"
+    )
+    # Given a URL and a proxy where nothing listens: one line, naming the proxy.
+    sock, refused = refused_port()
+    with sock:
+        result = run("client_via_proxy.py", "ws://ws.example/", "--proxy", f"127.0.0.1:{refused}")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "could not connect: ConnectFailed: "
+        f"cannot connect to the proxy http://127.0.0.1:{refused}: "
+    )
+    assert "Traceback" not in result.stderr
+
+
 # -- chat/server.py and chat/client.py ----------------------------------------
 
 
@@ -327,3 +359,37 @@ def test_chat_server_and_client_run_as_programs(background: list[Background]) ->
     assert result.returncode == 4
     assert result.stderr.startswith("python -m trio_ws chat-client: error: cannot connect to ")
     assert result.stderr.count("\n") == 1
+
+
+# -- unix_socket_echo.py -------------------------------------------------------
+
+
+def test_unix_socket_echo(tmp_path: Path, background: list[Background]) -> None:
+    out = ok(run("unix_socket_echo.py"))
+    assert re.match(r"serving on /\S+/echo\.sock\n", out), out
+    assert "sent 'hello', got 'hello'\n" in out
+    assert out.endswith("socket file removed: True\n")
+
+    path = tmp_path / "echo.sock"
+    server = start_example("unix_socket_echo.py", "--serve", str(path), "--mode", "600")
+    background.append(server)
+    assert server.readline() == f"listening on {path} (Ctrl-C to stop)\n"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+    async def client() -> trio_ws.CloseInfo:
+        async with trio_ws.connect("ws://localhost/", unix_path=path) as ws:
+            await ws.send("over a Unix socket")
+            assert await ws.receive() == "over a Unix socket"
+            server.proc.send_signal(signal.SIGINT)
+            with trio.fail_after(TIMEOUT):
+                return await ws.wait_closed()
+
+    assert trio.run(client).code == 1001
+    status, out, err = server.wait()
+    assert (status, out) == (0, "stopped\n"), err
+    assert not path.exists()
+    # A second server on a live socket is refused (here: a regular file).
+    path.write_text("not a socket")
+    result = run("unix_socket_echo.py", "--serve", str(path))
+    assert result.returncode == 1
+    assert "is not a socket" in result.stderr

@@ -13,6 +13,7 @@ from ._conn.connection import WebSocket
 from ._conn.message_stream import MessageStream
 from ._endpoints.client import connect, start_connection
 from ._endpoints.server import Handler, Server, serve, serve_listeners
+from ._endpoints.unix import serve_unix
 from ._errors import (
     ConnectFailed,
     ConnectionClosed,
@@ -22,6 +23,7 @@ from ._errors import (
     InvalidHandshake,
     InvalidURL,
     PoolTimeout,
+    ProxyError,
     ReconnectFailed,
     TLSError,
     WebSocketError,
@@ -65,6 +67,7 @@ __all__ = [
     "Options",
     "PoolTimeout",
     "PrometheusMetrics",
+    "ProxyError",
     "ReconnectFailed",
     "Reconnecting",
     "RedisBackplane",
@@ -91,6 +94,7 @@ __all__ = [
     "run_workers",
     "serve",
     "serve_listeners",
+    "serve_unix",
     "start_connection",
     "typed",
 ]

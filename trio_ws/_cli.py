@@ -24,6 +24,7 @@ import trio
 
 from ._cluster.backplane import BackplaneError
 from ._cluster.workers import WorkerCrashLoop, Workers, run_workers
+from ._endpoints.unix import serve_unix
 from ._errors import (
     ConnectionRejected,
     HandshakeError,
@@ -31,7 +32,7 @@ from ._errors import (
     InvalidURL,
 )
 from .demo.command_line import port_number, trio_ws_command
-from .demo.echo import run_client, run_demo, run_server
+from .demo.echo import echo, run_client, run_demo, run_server
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -155,12 +156,40 @@ def run_chat_client(args: argparse.Namespace) -> int:
 
 
 def run_echo_server(args: argparse.Namespace) -> int:
+    if args.unix is not None:
+        if args.host is not None or args.port is not None:
+            raise UsageError(f"{prog()} serve: error: --unix goes without --host and --port")
+        trio.run(until_interrupted, functools.partial(_serve_unix, args.unix, args.mode))
+        return 0
+    if args.mode is not None:
+        raise UsageError(f"{prog()} serve: error: --mode is for --unix")
+    args.host = "127.0.0.1" if args.host is None else args.host
+    args.port = 8765 if args.port is None else args.port
     trio.run(until_interrupted, functools.partial(run_server, args.host, args.port, sys.stdout))
     return 0
 
 
+async def _serve_unix(path: str, mode: int | None) -> None:
+    """The echo server on the Unix socket ``path``, until cancelled."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve_unix, echo, path, mode=mode))
+        print(f"echo server listening on {server.unix_path} (Ctrl-C to stop)", flush=True)
+
+
+def _file_mode(text: str) -> int:
+    """An argparse ``type``: a file mode in octal (660, 0o660)."""
+    try:
+        mode = int(text.removeprefix("0o"), 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}") from None
+    if not 0 <= mode <= 0o7777:
+        raise argparse.ArgumentTypeError(f"not a file mode: {text!r}")
+    return mode
+
+
 def run_interactive_client(args: argparse.Namespace) -> int:
-    client = functools.partial(run_client, args.url, sys.stdin.readline, sys.stdout)
+    proxy = True if args.proxy is None else (None if args.proxy == "none" else args.proxy)
+    client = functools.partial(run_client, args.url, sys.stdin.readline, sys.stdout, proxy=proxy)
     trio.run(until_interrupted, client)
     return 0
 
@@ -189,7 +218,22 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _cannot_listen_unix(exc: OSError, path: str) -> tuple[ExitStatus, str]:
+    where = f"cannot listen on the Unix socket {path}"
+    if exc.errno == errno.EADDRINUSE:
+        return ExitStatus.ADDRESS_IN_USE, (
+            f"{where}: another process is listening on it; stop it, or choose another --unix"
+        )
+    if isinstance(exc, FileExistsError):
+        return ExitStatus.CANNOT_LISTEN, f"{where}: it exists and is not a socket (not replaced)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ExitStatus.PERMISSION_DENIED, f"{where}: permission denied (its directory?)"
+    return ExitStatus.CANNOT_LISTEN, f"{where}: {exc.strerror or exc}"
+
+
 def _cannot_listen(exc: OSError, args: argparse.Namespace) -> tuple[ExitStatus, str]:
+    if getattr(args, "unix", None) is not None:
+        return _cannot_listen_unix(exc, args.unix)
     host = f"[{args.host}]" if ":" in args.host else args.host
     where = f"cannot listen on {host}:{args.port}"
     if isinstance(exc, socket.gaierror):
@@ -220,6 +264,8 @@ def _explain_one(exc: BaseException, args: argparse.Namespace) -> tuple[ExitStat
         return ExitStatus.FAILED, str(exc)
     if isinstance(exc, ImportError) and getattr(args, "redis", None) is not None:
         return ExitStatus.FAILED, str(exc)  # it names the extra to install
+    if isinstance(exc, ImportError) and "trio_ws[socks]" in str(exc):
+        return ExitStatus.FAILED, str(exc)  # a SOCKS proxy without the extra
     if isinstance(exc, OSError) and args.command in LISTENING:
         return _cannot_listen(exc, args)
     return None
@@ -343,9 +389,16 @@ def _parser() -> argparse.ArgumentParser:
         "run an echo server",
         "Run a WebSocket echo server until Ctrl-C: every message comes back.",
     )
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve_cmd.add_argument("--host", help="default: 127.0.0.1")
+    serve_cmd.add_argument("--port", type=port_number, help="default: 8765; 0: a free port")
     serve_cmd.add_argument(
-        "--port", type=port_number, default=8765, help="default: 8765; 0: a free port"
+        "--unix",
+        metavar="PATH",
+        help="serve on this Unix socket instead of a TCP port (a stale socket file is "
+        "replaced; the file is removed on exit)",
+    )
+    serve_cmd.add_argument(
+        "--mode", type=_file_mode, help="with --unix: the socket file's mode, in octal (660)"
     )
     connect_cmd = command(
         "connect",
@@ -354,6 +407,13 @@ def _parser() -> argparse.ArgumentParser:
         "the messages that arrive are printed, Ctrl-D closes with 1000.",
     )
     connect_cmd.add_argument("url", help="ws:// or wss:// URL")
+    connect_cmd.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="connect through this forward proxy (http://[user:pass@]host:port, "
+        "socks5://..., socks5h://...); 'none': directly. Default: HTTPS_PROXY, "
+        "HTTP_PROXY, ALL_PROXY and NO_PROXY from the environment",
+    )
     command(
         "demo",
         "start an echo server, talk to it, stop it",
