@@ -216,6 +216,24 @@ def test_cli_serves_on_a_unix_socket(tmp_path: Path) -> None:
                 assert await ws.receive() == "via the command line"
 
         trio.run(client)
+        # trio-ws connect --unix: the URL gives the path, the socket the way there.
+        typed = subprocess.run(
+            [sys.executable, "-m", "trio_ws", "connect", "ws://localhost/x", "--unix", str(path)],
+            input="over the socket\n",
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=ENV,
+        )
+        assert typed.returncode == 0, typed.stderr
+        assert "< over the socket\n" in typed.stdout
+        assert typed.stdout.splitlines()[-1] == (
+            "closed: we closed the connection with 1000 (normal closure)"
+        )
+        assert (
+            cli("connect", "ws://localhost/", "--unix", str(path), "--proxy", "none").returncode
+            == 2
+        )
         # A second one on the same path: in use (exit status 6).
         busy = cli("serve", "--unix", str(path))
         assert busy.returncode == 6

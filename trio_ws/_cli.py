@@ -189,7 +189,11 @@ def _file_mode(text: str) -> int:
 
 def run_interactive_client(args: argparse.Namespace) -> int:
     proxy = True if args.proxy is None else (None if args.proxy == "none" else args.proxy)
-    client = functools.partial(run_client, args.url, sys.stdin.readline, sys.stdout, proxy=proxy)
+    if args.unix is not None and args.proxy is not None:
+        raise UsageError(f"{prog()} connect: error: --unix goes without --proxy")
+    client = functools.partial(
+        run_client, args.url, sys.stdin.readline, sys.stdout, proxy=proxy, unix_path=args.unix
+    )
     trio.run(until_interrupted, client)
     return 0
 
@@ -413,6 +417,11 @@ def _parser() -> argparse.ArgumentParser:
         help="connect through this forward proxy (http://[user:pass@]host:port, "
         "socks5://..., socks5h://...); 'none': directly. Default: HTTPS_PROXY, "
         "HTTP_PROXY, ALL_PROXY and NO_PROXY from the environment",
+    )
+    connect_cmd.add_argument(
+        "--unix",
+        metavar="PATH",
+        help="connect over this Unix socket (the URL still gives the Host header and the path)",
     )
     command(
         "demo",

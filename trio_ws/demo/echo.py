@@ -55,16 +55,21 @@ async def run_server(
 
 
 async def run_client(
-    url: str, read_line: Callable[[], str], out: TextIO, *, proxy: str | bool | None = True
+    url: str,
+    read_line: Callable[[], str],
+    out: TextIO,
+    *,
+    proxy: str | bool | None = True,
+    unix_path: str | None = None,
 ) -> None:
     """Send each line read with ``read_line`` (a blocking function, run in a
     thread) and print what arrives, until end of input (close with 1000), the
     server closes, or this is cancelled (close with 1001); then print how the
-    connection closed. ``proxy`` is connect()'s. Raises ``HandshakeError`` or
+    connection closed. ``proxy`` and ``unix_path`` are connect()'s. Raises ``HandshakeError`` or
     ``InvalidURL`` if it cannot connect."""
     ws: trio_ws.WebSocket | None = None
     try:
-        async with trio_ws.connect(url, proxy=proxy) as ws:
+        async with trio_ws.connect(url, proxy=proxy, unix_path=unix_path) as ws:
             print(f"connected to {url}; type messages, Ctrl-D to close", file=out, flush=True)
             async with trio.open_nursery() as nursery:
 
