@@ -170,7 +170,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the library."""
     session.install(
-        "-e", ".[redis]", "mypy>=1.10", "trustme", "exceptiongroup", "pytest", "pytest-trio"
+        "-e", ".[redis,socks]", "mypy>=1.10", "trustme", "exceptiongroup", "pytest", "pytest-trio"
     )
     session.run("mypy", "--strict", "trio_ws")
 
