@@ -133,11 +133,14 @@ def _variable(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
     """The lower-case variable if set, else the upper-case one: (name, value);
     None when neither has a value."""
     for candidate in (name.lower(), name.upper()):
+        # (One lookup per name: this runs at every connection attempt.)
+        value = environ.get(candidate)
+        if value is None:
+            continue
         if candidate == "HTTP_PROXY" and "REQUEST_METHOD" in environ:
             continue  # httpoxy: a CGI request's Proxy: header
-        value = environ.get(candidate, "").strip()
-        if candidate in environ:
-            return (candidate, value) if value else None
+        value = value.strip()
+        return (candidate, value) if value else None
     return None
 
 
