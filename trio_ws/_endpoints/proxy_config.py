@@ -21,7 +21,6 @@ The rules (docs/proxies.md says the same, for users):
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import urllib.parse
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from collections.abc import Mapping
 import attrs
 
 from .._errors import InvalidURL
-from .url import WebSocketURL
+from .url import WebSocketURL, basic_credentials
 
 __all__ = ["ProxyURL", "bypasses", "parse_proxy_url", "proxy_from_environment"]
 
@@ -69,10 +68,7 @@ class ProxyURL:
     @property
     def authorization(self) -> str | None:
         """The ``Proxy-Authorization`` value (Basic) for the credentials, if any."""
-        if self.username is None:
-            return None
-        token = f"{self.username}:{self.password or ''}".encode()
-        return "Basic " + base64.b64encode(token).decode("ascii")
+        return basic_credentials(self.username, self.password)
 
 
 def parse_proxy_url(text: str, *, source: str = "proxy") -> ProxyURL:

@@ -9,7 +9,7 @@ import attrs
 
 from .._errors import InvalidURL
 
-__all__ = ["WebSocketURL", "parse_url"]
+__all__ = ["WebSocketURL", "basic_credentials", "parse_url"]
 
 
 @attrs.frozen
@@ -38,10 +38,16 @@ class WebSocketURL:
     @property
     def authorization(self) -> str | None:
         """A Basic Authorization header value built from ``user:pass@``, if given."""
-        if self.username is None:
-            return None
-        token = f"{self.username}:{self.password or ''}".encode()
-        return "Basic " + base64.b64encode(token).decode("ascii")
+        return basic_credentials(self.username, self.password)
+
+
+def basic_credentials(username: str | None, password: str | None) -> str | None:
+    """``Basic ...`` for a URL's ``user:password@`` (None without a user):
+    the value of an Authorization or Proxy-Authorization header."""
+    if username is None:
+        return None
+    token = f"{username}:{password or ''}".encode()
+    return "Basic " + base64.b64encode(token).decode("ascii")
 
 
 def parse_url(url: str) -> WebSocketURL:
