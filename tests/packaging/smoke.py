@@ -37,6 +37,14 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0  # seconds for any one expected line
 
+# Everything here talks to 127.0.0.1: a forward proxy the environment names
+# for the Internet (connect() uses HTTP_PROXY and the like, as urllib and
+# requests do) must not apply to it.
+for _name in ("no_proxy", "NO_PROXY"):
+    os.environ[_name] = ",".join(
+        filter(None, ["localhost,127.0.0.0/8,::1", os.environ.get(_name)])
+    )
+
 
 class SmokeError(Exception):
     pass
