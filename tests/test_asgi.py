@@ -148,6 +148,28 @@ async def test_handler_sees_the_websocket_api() -> None:
     }
 
 
+async def test_trusted_proxies_name_the_client() -> None:
+    """``trusted_proxies`` as natively: the scope's client is the peer, and a
+    trusted peer's X-Forwarded-For names the client, read from the right;
+    an untrusted peer's header is ignored."""
+
+    async def who(ws: trio_ws.WebSocket) -> None:
+        await ws.send_json([ws.remote_address, ws.peer_address])
+
+    forwarded = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+    with pytest.raises(ValueError, match="not an IP address"):
+        App(who, trusted_proxies=["proxy.example"])
+    for trusted, expected in ((["127.0.0.0/8"], ["203.0.113.7", 0]), (["10.0.0.1"], None)):
+        async with (
+            hypercorn(App(who, trusted_proxies=trusted)) as url,
+            trio_ws.connect(f"{url}/", headers=forwarded) as ws,
+        ):
+            remote, peer = await ws.receive_json()
+            local = list(ws.local_address)
+        assert peer == local  # the scope's client: this connection's socket
+        assert remote == (expected if expected is not None else local)
+
+
 async def test_closes_by_either_side_and_by_failure() -> None:
     connections: list[trio_ws.WebSocket] = []
 

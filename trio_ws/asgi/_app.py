@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import attrs
 
 from .._conn.connection import WebSocket
+from .._endpoints.forwarded import X_FORWARDED_FOR, trusted_proxies_from
 from .._endpoints.policy import OriginRule, ProcessRequest
 from .._endpoints.routes import HttpEndpoint, NoRoute, Routes, WebSocketEndpoint
 from .._endpoints.server import Handler, Server, check_serve_arguments
@@ -108,6 +109,12 @@ class App:
     ``frame_size`` raise TypeError (set keepalive and compression in the
     ASGI server), and ``ws.ping()`` raises RuntimeError.
 
+    ``ws.remote_address`` and ``ws.peer_address`` are the scope's
+    ``client``; with ``trusted_proxies`` and ``forwarded_header``, as for
+    :func:`trio_ws.serve`, a client that a trusted proxy names in its header
+    becomes ``ws.remote_address`` (where the ASGI server does not already
+    rewrite ``client`` itself, as Hypercorn's ProxyFixMiddleware does).
+
     Cancellation: when the ASGI server cancels the application (shutting
     down), each handler is cancelled and its connection closed with 1001,
     as :func:`trio_ws.serve` does.
@@ -121,6 +128,8 @@ class App:
         subprotocols: Sequence[str] = (),
         origins: Sequence[OriginRule] | None = None,
         max_connections: int | None = None,
+        trusted_proxies: Sequence[str] | None = None,
+        forwarded_header: str = X_FORWARDED_FOR,
         **options: Unpack[AppOptions],
     ) -> None:
         for name in options:
@@ -128,6 +137,7 @@ class App:
                 raise TypeError(f"trio_ws.asgi.App() does not take {name!r}: {ASGI_OWNED[name]}")
         settings = check_serve_arguments(max_connections, cast(ConnectionOptions, options), App)
         settings = attrs.evolve(settings, ping_interval=None, compression=None, frame_size=None)
+        trusted = trusted_proxies_from(trusted_proxies, forwarded_header)
         served: Any = _ServerOwnedOptions(handler) if isinstance(handler, Routes) else handler
         self._server = Server(
             served,
@@ -138,6 +148,7 @@ class App:
             origins=origins,
             max_connections=max_connections,
             options=settings,
+            trusted_proxies=trusted,
         )
 
     @property
