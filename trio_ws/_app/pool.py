@@ -16,7 +16,7 @@ import trio
 
 from .._conn.connection import WebSocket
 from .._conn.lifecycle import close_explained
-from .._endpoints.client import start_connection
+from .._endpoints.client import ClientSettings
 from .._endpoints.dial import ProxySetting, Route
 from .._endpoints.owner import OwnedNursery, exit_close_frame
 from .._errors import PoolTimeout, consists_of
@@ -101,18 +101,14 @@ class ConnectionPool:
             raise ValueError(
                 f"max_idle_time must be a positive number or None, not {max_idle_time!r}"
             )
-        options_from(options, open_pool)
         #: At most this many connections exist at once.
         self.max_connections = max_connections
         #: Idle connections are closed after this many seconds (None: never).
         self.max_idle_time = max_idle_time
-        self._subprotocols = subprotocols
-        self._headers = headers
-        self._ssl_context = ssl_context
-        Route(ssl_context, proxy, unix_path)  # checks them now, as connect() does
-        self._proxy = proxy
-        self._unix_path = unix_path
-        self._options = options
+        # Checked now, as connect() checks its arguments.
+        settings = options_from(options, open_pool)
+        route = Route(ssl_context, proxy, unix_path)
+        self._client = ClientSettings(subprotocols, headers, route, settings)
         self._nursery: trio.Nursery | None = None
         self._owner = OwnedNursery()
         self._state = "new"  # "new", "open", "closed"
@@ -269,16 +265,7 @@ class ConnectionPool:
             nursery = self._check_open()
             if evict is not None:
                 await _close(evict.ws, CloseCode.NORMAL_CLOSURE, "closed to make room in the pool")
-            ws = await start_connection(
-                nursery,
-                url,
-                subprotocols=self._subprotocols,
-                headers=self._headers,
-                ssl_context=self._ssl_context,
-                proxy=self._proxy,
-                unix_path=self._unix_path,
-                **self._options,
-            )
+            ws = await self._client.start(nursery, url)
         except BaseException:
             self._opening -= 1
             self._dispatch()

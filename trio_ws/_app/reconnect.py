@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from .._conn.connection import WebSocket
-from .._endpoints.client import start_connection
+from .._endpoints.client import ClientSettings
 from .._endpoints.dial import ProxySetting, Route
 from .._endpoints.owner import OwnedNursery, close_for_exit
 from .._errors import (
@@ -140,7 +140,6 @@ class Reconnecting:
             )
         if not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a Backoff, not {backoff!r}")
-        options_from(options, reconnect)
         #: The URL connected to.
         self.url = url
         #: The backoff policy.
@@ -148,13 +147,10 @@ class Reconnecting:
         self._max_attempts = max_attempts
         self._on_failure = on_failure
         self._retry: RetryPolicy = _default_retry if retry is None else retry
-        self._subprotocols = subprotocols
-        self._headers = headers
-        self._ssl_context = ssl_context
-        Route(ssl_context, proxy, unix_path)  # checks them now, as connect() does
-        self._proxy = proxy
-        self._unix_path = unix_path
-        self._options = options
+        # Checked now, as connect() checks its arguments.
+        settings = options_from(options, reconnect)
+        route = Route(ssl_context, proxy, unix_path)
+        self._client = ClientSettings(subprotocols, headers, route, settings)
         self._nursery: trio.Nursery | None = None
         self._owner = OwnedNursery()
         self._state = "new"  # "new", "entered", "exited"
@@ -262,16 +258,7 @@ class Reconnecting:
         while True:
             attempt += 1
             try:
-                ws = await start_connection(
-                    self._nursery,
-                    self.url,
-                    subprotocols=self._subprotocols,
-                    headers=self._headers,
-                    ssl_context=self._ssl_context,
-                    proxy=self._proxy,
-                    unix_path=self._unix_path,
-                    **self._options,
-                )
+                ws = await self._client.start(self._nursery, self.url)
             except Exception as error:
                 if not self._retry(error):
                     raise

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from .._conn.connection import WebSocket
@@ -27,7 +28,7 @@ if sys.version_info >= (3, 11):
 elif TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack  # for type checkers only
 
-__all__ = ["connect", "start_connection"]
+__all__ = ["ClientSettings", "connect", "start_connection"]
 
 
 async def _open(
@@ -167,6 +168,26 @@ async def _run_client(
             await close_for_exit(ws, error)
 
 
+@attrs.frozen(eq=False)
+class ClientSettings:
+    """What :func:`start_connection` takes besides the nursery and the URL,
+    checked once: for what opens connections again and again with the same
+    settings (``reconnect``, ``open_pool``)."""
+
+    subprotocols: Sequence[str]
+    headers: HeadersLike
+    route: Route
+    options: Options
+
+    async def start(self, nursery: trio.Nursery, url: str) -> WebSocket:
+        """``start_connection(nursery, url, ...)`` with these settings."""
+        runner = functools.partial(
+            _run_client, url, self.subprotocols, self.headers, self.route, self.options
+        )
+        ws: WebSocket = await nursery.start(runner)
+        return ws
+
+
 async def start_connection(
     nursery: trio.Nursery,
     url: str,
@@ -198,6 +219,4 @@ async def start_connection(
     """
     settings = options_from(options, start_connection)
     route = Route(ssl_context, proxy, unix_path)
-    runner = functools.partial(_run_client, url, subprotocols, headers, route, settings)
-    ws: WebSocket = await nursery.start(runner)
-    return ws
+    return await ClientSettings(subprotocols, headers, route, settings).start(nursery, url)
