@@ -24,7 +24,6 @@ import trio
 
 from ._cluster.backplane import BackplaneError
 from ._cluster.workers import WorkerCrashLoop, Workers, run_workers
-from ._endpoints.unix import serve_unix
 from ._errors import (
     ConnectionRejected,
     HandshakeError,
@@ -32,7 +31,7 @@ from ._errors import (
     InvalidURL,
 )
 from .demo.command_line import port_number, trio_ws_command
-from .demo.echo import echo, run_client, run_demo, run_server
+from .demo.echo import run_client, run_demo, run_server, run_unix_server
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -159,7 +158,8 @@ def run_echo_server(args: argparse.Namespace) -> int:
     if args.unix is not None:
         if args.host is not None or args.port is not None:
             raise UsageError(f"{prog()} serve: error: --unix goes without --host and --port")
-        trio.run(until_interrupted, functools.partial(_serve_unix, args.unix, args.mode))
+        server = functools.partial(run_unix_server, args.unix, args.mode, sys.stdout)
+        trio.run(until_interrupted, server)
         return 0
     if args.mode is not None:
         raise UsageError(f"{prog()} serve: error: --mode is for --unix")
@@ -167,13 +167,6 @@ def run_echo_server(args: argparse.Namespace) -> int:
     args.port = 8765 if args.port is None else args.port
     trio.run(until_interrupted, functools.partial(run_server, args.host, args.port, sys.stdout))
     return 0
-
-
-async def _serve_unix(path: str, mode: int | None) -> None:
-    """The echo server on the Unix socket ``path``, until cancelled."""
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(functools.partial(serve_unix, echo, path, mode=mode))
-        print(f"echo server listening on {server.unix_path} (Ctrl-C to stop)", flush=True)
 
 
 def _file_mode(text: str) -> int:

@@ -51,6 +51,14 @@ async def run_server(
         task_status.started(server)
 
 
+async def run_unix_server(path: str, mode: int | None, out: TextIO) -> None:
+    """Run the echo server on the Unix socket ``path`` until cancelled."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(trio_ws.serve_unix, echo, path, mode=mode))
+        shown = server.unix_path
+        print(f"echo server listening on {shown} (Ctrl-C to stop)", file=out, flush=True)
+
+
 # -- connect -----------------------------------------------------------------
 
 
