@@ -414,12 +414,13 @@ async def test_hub_mixes_asgi_and_native_connections() -> None:
 async def test_hub_closes_an_asgi_client_that_does_not_read() -> None:
     big = "x" * 65536
     async with trio_ws.open_hub(max_pending_bytes=4 * len(big)) as hub:
-        member_closed = trio.Event()
+        joined, member_closed = trio.Event(), trio.Event()
         info: list[trio_ws.CloseInfo] = []
 
         async def member(ws: trio_ws.WebSocket) -> None:
             async with hub.register(ws):
                 hub.join(ws, "room")
+                joined.set()
                 info.append(await ws.wait_closed())
                 member_closed.set()
 
@@ -429,8 +430,7 @@ async def test_hub_closes_an_asgi_client_that_does_not_read() -> None:
             trio_ws.connect(url, max_queue=1, max_message_size=None) as client,
         ):
             with trio.fail_after(10):
-                while not hub.members("room"):
-                    await trio.lowlevel.checkpoint()
+                await joined.wait()
                 sent = 0
                 while not member_closed.is_set():
                     if hub.members("room"):
